@@ -1,0 +1,1 @@
+"""WaferExampleGen: wafer-test files + final-test labels -> die tf.Examples."""

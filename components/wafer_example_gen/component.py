@@ -1,0 +1,87 @@
+"""WaferExampleGen: an ExampleGen for wafer-test files (Parquet today, STDF V4 by the same path).
+
+It keeps TFX's FileBasedDriver, so span/version resolution and the input fingerprint that drives
+caching are TFX's own; it adds three typed parameters: the input format, where the final-test
+labels sidecar lives, and what to do with a file that cannot be read.
+"""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.components.example_gen import driver
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from components.wafer_example_gen import executor
+
+
+class WaferExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
+    PARAMETERS = {
+        **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
+        executor.INPUT_FORMAT_KEY: ExecutionParameter(type=str),
+        executor.LABELS_PATTERN_KEY: ExecutionParameter(type=str),
+        executor.BAD_FILE_POLICY_KEY: ExecutionParameter(type=str),
+    }
+    OUTPUTS = {standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
+
+
+def lot_split_output_config(train_buckets: int = 3, eval_buckets: int = 1) -> example_gen_pb2.Output:
+    """Hash-split by lot: every die of a lot (so of a wafer) lands in the same split."""
+    return example_gen_pb2.Output(
+        split_config=example_gen_pb2.SplitConfig(
+            splits=[
+                example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=train_buckets),
+                example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=eval_buckets),
+            ],
+            partition_feature_name="lot_id",
+        )
+    )
+
+
+class WaferExampleGen(base_beam_component.BaseBeamComponent):
+    """Die-level tf.Examples from a directory of wafer-test files and a labels sidecar."""
+
+    SPEC_CLASS = WaferExampleGenSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+    DRIVER_CLASS = driver.FileBasedDriver
+
+    def __init__(
+        self,
+        input_base: str,
+        input_format: str = "parquet",
+        input_pattern: str = "wafers/*/*.parquet",
+        labels_pattern: str = "labels/*.parquet",
+        bad_file_policy: str = "fail",
+        output_config: example_gen_pb2.Output | None = None,
+    ):
+        """
+        Args:
+          input_base: dataset directory.
+          input_format: a key of `data.readers.READERS`.
+          input_pattern: glob of tester files, relative to input_base.
+          labels_pattern: glob of final-test label sidecar files, relative to input_base or absolute.
+          bad_file_policy: "fail" stops the run on an unreadable file; "quarantine" skips it, counts
+            it and lists it with the reason in the ingest report.
+          output_config: splits; defaults to a 3:1 train/eval hash split by lot.
+        """
+        if input_format not in executor.READERS:
+            raise ValueError(f"unknown input_format {input_format!r}; choose from {sorted(executor.READERS)}")
+        if bad_file_policy not in executor.BAD_FILE_POLICIES:
+            raise ValueError(f"bad_file_policy must be one of {executor.BAD_FILE_POLICIES}")
+        input_config = example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name="single_split", pattern=input_pattern)]
+        )
+        spec = WaferExampleGenSpec(
+            input_base=input_base,
+            input_config=input_config,
+            output_config=output_config or lot_split_output_config(),
+            output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
+            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+            input_format=input_format,
+            labels_pattern=labels_pattern,
+            bad_file_policy=bad_file_policy,
+            examples=types.Channel(type=standard_artifacts.Examples),
+        )
+        super().__init__(spec=spec)

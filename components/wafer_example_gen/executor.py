@@ -1,0 +1,266 @@
+"""WaferExampleGen executor: tester files + labels sidecar -> tf.Examples, one per labelled die.
+
+Beam graph, per input split pattern:
+
+    files --Read (file-parallel)--> wafers --+
+                                             +-- CoGroupByKey(lot, wafer) --> join --> tf.Example
+    labels sidecar files --Read--> labels ---+
+
+Every die read ends in exactly one bucket of the ingest report:
+    dies_read = examples + excluded_sort_fail + rejected_no_label + superseded_retests
+Sort-failing dies never reach final test, so they have no label: they are excluded (and counted),
+not training examples. Files that cannot be read either fail the run or, with
+`bad_file_policy="quarantine"`, are listed with the reason and counted.
+
+Splitting, shuffling and writing stay TFX's own (BaseExampleGenExecutor, with
+`partition_feature_name="lot_id"` so a lot never straddles train and eval).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import tensorflow as tf
+from absl import logging
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.types import artifact_utils, standard_component_specs
+
+from data.readers import READERS, InputFileError, WaferRead
+from data.test_program import PASS_BIN
+from data.wafer_features import add_wafer_context
+
+INPUT_FORMAT_KEY = "input_format"
+LABELS_PATTERN_KEY = "labels_pattern"
+BAD_FILE_POLICY_KEY = "bad_file_policy"
+BAD_FILE_POLICIES = ("fail", "quarantine")
+LABEL_COLUMNS = ("ft_fail", "ft_fail_prob")
+JOIN_KEYS = ["lot_id", "wafer_id", "x", "y"]
+
+REPORT_FILE = "ingest_report.json"
+_REPORT_DIR_KEY = "_ingest_report_dir"  # exec property the executor adds for its own transform
+COUNTERS = (
+    "files_read",
+    "files_quarantined",
+    "dies_read",
+    "examples",
+    "excluded_sort_fail",
+    "rejected_no_label",
+    "superseded_retests",
+    "orphan_labels",
+)
+
+
+def _resolve(base: str, pattern: str) -> str:
+    return pattern if os.path.isabs(pattern) or "://" in pattern else os.path.join(base, pattern)
+
+
+def _matching_files(pattern: str, what: str) -> list[str]:
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no {what} files match {pattern}")
+    return files
+
+
+class _ReadFile(beam.DoFn):
+    """Read one tester file; emit ((lot, wafer), WaferRead) and a per-file counts dict."""
+
+    STATS = "stats"
+
+    def __init__(self, input_format: str, policy: str):
+        self._format, self._policy = input_format, policy
+
+    def process(self, path: str) -> Iterator[Any]:
+        reader = READERS[self._format]
+        try:
+            wafers = list(reader(path))
+        except InputFileError as error:
+            if self._policy == "fail":
+                raise
+            logging.warning("Quarantined %s", error)
+            yield beam.pvalue.TaggedOutput(
+                self.STATS, {"files_quarantined": 1, "quarantined": [{"file": path, "error": str(error)}]}
+            )
+            return
+        stats = {"files_read": 1, "dies_read": 0, "superseded_retests": 0}
+        for wafer in wafers:
+            stats["dies_read"] += len(wafer.dies) + wafer.superseded
+            stats["superseded_retests"] += wafer.superseded
+            yield (wafer.lot_id, wafer.wafer_id), wafer
+        yield beam.pvalue.TaggedOutput(self.STATS, stats)
+
+
+def _read_labels(path: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except Exception as error:
+        raise InputFileError(path, f"labels sidecar is not a readable Parquet file ({error})") from error
+    missing = [c for c in JOIN_KEYS + list(LABEL_COLUMNS[:1]) if c not in frame.columns]
+    if missing:
+        raise InputFileError(path, f"labels sidecar lacks columns {missing}")
+    for (lot_id, wafer_id), labels in frame.groupby(["lot_id", "wafer_id"], sort=False):
+        yield (str(lot_id), str(wafer_id)), labels
+
+
+def die_to_example(row: dict) -> tf.train.Example:
+    """One die's columns as a tf.Example. NaN (a test not measured) is left out, never zero."""
+    feature = {}
+    for key, value in row.items():
+        if value is None:
+            continue
+        if isinstance(value, (str, bytes)):
+            raw = value.encode() if isinstance(value, str) else value
+            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw]))
+        elif isinstance(value, (bool, np.bool_, int, np.integer)):
+            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+        else:
+            value = float(value)
+            if not np.isnan(value):
+                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+class _JoinLabels(beam.DoFn):
+    """Merge all reads of a wafer, add wafer context, join labels, emit examples and counts."""
+
+    STATS = "stats"
+
+    def process(self, element) -> Iterator[Any]:
+        (lot_id, wafer_id), grouped = element
+        reads: list[WaferRead] = sorted(grouped["dies"], key=lambda w: w.source)
+        label_frames = list(grouped["labels"])
+        labels = pd.concat(label_frames, ignore_index=True) if label_frames else pd.DataFrame(columns=JOIN_KEYS)
+        stats = dict.fromkeys(("examples", "excluded_sort_fail", "rejected_no_label",
+                               "superseded_retests", "orphan_labels"), 0)
+        if not reads:
+            stats["orphan_labels"] = len(labels)
+            yield beam.pvalue.TaggedOutput(self.STATS, stats)
+            return
+        dies = pd.concat([r.dies for r in reads], ignore_index=True)
+        # The same wafer in several files (a retest run): the file sorted last wins.
+        kept = dies.drop_duplicates(subset=["x", "y"], keep="last")
+        stats["superseded_retests"] = len(dies) - len(kept)
+        wafer = add_wafer_context(kept.reset_index(drop=True))
+        passed = wafer[wafer["hard_bin"] == PASS_BIN]
+        stats["excluded_sort_fail"] = len(wafer) - len(passed)
+        label_cols = [c for c in LABEL_COLUMNS if c in labels.columns]
+        labels = labels[JOIN_KEYS + label_cols].drop_duplicates(subset=JOIN_KEYS, keep="last")
+        int_xy = {"x": np.int64, "y": np.int64}
+        joined = passed.astype(int_xy).merge(labels.astype(int_xy), on=JOIN_KEYS, how="left", indicator=True)
+        has_label = joined["_merge"] == "both"
+        stats["rejected_no_label"] = int((~has_label).sum())
+        stats["orphan_labels"] = len(labels) - int(has_label.sum())
+        joined = joined[has_label].drop(columns=["_merge"])
+        for row in joined.to_dict("records"):
+            yield die_to_example(row)
+        stats["examples"] = len(joined)
+        yield beam.pvalue.TaggedOutput(self.STATS, stats)
+
+
+class _SumStats(beam.CombineFn):
+    def create_accumulator(self) -> dict:
+        return {**dict.fromkeys(COUNTERS, 0), "quarantined": []}
+
+    def add_input(self, acc: dict, stats: dict) -> dict:
+        for key, value in stats.items():
+            acc[key] = acc[key] + value
+        return acc
+
+    def merge_accumulators(self, accs) -> dict:
+        total = self.create_accumulator()
+        for acc in accs:
+            total = self.add_input(total, acc)
+        return total
+
+    def extract_output(self, acc: dict) -> dict:
+        return acc
+
+
+def _write_report(report: dict, path: str) -> None:
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(tf.train.Example)
+def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # noqa: N802
+    input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+    input_format = exec_properties[INPUT_FORMAT_KEY]
+    policy = exec_properties[BAD_FILE_POLICY_KEY]
+    files = _matching_files(_resolve(input_base, split_pattern), f"{input_format} input")
+    label_files = _matching_files(_resolve(input_base, exec_properties[LABELS_PATTERN_KEY]), "label sidecar")
+    logging.info("Ingesting %d %s files and %d label files", len(files), input_format, len(label_files))
+    name = split_pattern.replace("/", "_").replace("*", "x")
+
+    read = (
+        pipeline
+        | "ListFiles" >> beam.Create(files)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadFiles" >> beam.ParDo(_ReadFile(input_format, policy)).with_outputs(_ReadFile.STATS, main="wafers")
+    )
+    labels = (
+        pipeline
+        | "ListLabelFiles" >> beam.Create(label_files)
+        | "ReadLabels" >> beam.FlatMap(_read_labels)
+    )
+    joined = (
+        {"dies": read.wafers, "labels": labels}
+        | "GroupByWafer" >> beam.CoGroupByKey()
+        | "JoinLabels" >> beam.ParDo(_JoinLabels()).with_outputs(_JoinLabels.STATS, main="examples")
+    )
+    report_path = os.path.join(exec_properties[_REPORT_DIR_KEY], f"{name}.json")
+    _ = (
+        (read[_ReadFile.STATS], joined[_JoinLabels.STATS])
+        | "AllStats" >> beam.Flatten()
+        | "SumStats" >> beam.CombineGlobally(_SumStats())
+        | "WriteReport" >> beam.Map(_write_report, report_path)
+    )
+    return joined.examples
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    total = _SumStats().merge_accumulators(reports)
+    total["balanced"] = total["dies_read"] == (
+        total["examples"] + total["excluded_sort_fail"] + total["rejected_no_label"] + total["superseded_retests"]
+    )
+    return total
+
+
+class Executor(BaseExampleGenExecutor):
+    """Reads wafer-test files of `input_format` and writes die tf.Examples plus an ingest report."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
+        return _WaferFilesToExample
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 (TFX API)
+        if exec_properties[INPUT_FORMAT_KEY] not in READERS:
+            raise ValueError(f"unknown input_format {exec_properties[INPUT_FORMAT_KEY]!r}; "
+                             f"choose from {sorted(READERS)}")
+        if exec_properties[BAD_FILE_POLICY_KEY] not in BAD_FILE_POLICIES:
+            raise ValueError(f"bad_file_policy must be one of {BAD_FILE_POLICIES}")
+        examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
+        report_dir = os.path.join(examples.uri, "_ingest_reports")
+        super().Do(input_dict, output_dict, {**exec_properties, _REPORT_DIR_KEY: report_dir})
+
+        reports = []
+        for name in sorted(tf.io.gfile.listdir(report_dir)):
+            with tf.io.gfile.GFile(os.path.join(report_dir, name)) as f:
+                reports.append(json.load(f))
+        tf.io.gfile.rmtree(report_dir)
+        report = merge_reports(reports)
+        _write_report(report, os.path.join(examples.uri, REPORT_FILE))
+        for key in COUNTERS:
+            examples.set_int_custom_property(key, int(report[key]))
+        logging.info("Ingest report: %s", {k: report[k] for k in COUNTERS})
+        if not report["balanced"]:
+            raise RuntimeError(f"ingest accounting does not balance: {report}")
+        if report["examples"] == 0:
+            raise ValueError(f"no examples produced from {exec_properties['input_base']}: {report}")

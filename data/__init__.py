@@ -1,0 +1,1 @@
+"""Wafer-test data: the synthetic generator, its writers, and the readers the pipeline ingests with."""

@@ -1,0 +1,117 @@
+"""Writers: turn generated `WaferData` into the files a tester and final test would leave behind.
+
+Layout of a dataset directory (every writer):
+    <out>/wafers/<lot_id>/<wafer_id>.<ext>   wafer-sort data, one file per wafer
+    <out>/labels/<lot_id>.parquet            final-test labels sidecar, keyed by lot, wafer, x, y
+    <out>/manifest.json                      generator config, test program, counts, ground truth
+
+The wafer-sort files never contain labels: final test happens weeks later on another tester, so
+labels always travel beside the sort data and are joined at ingest. A new format (STDF V4) is one
+more `WaferWriter`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.synthetic import GeneratorConfig, WaferData, generate
+from data.test_program import TEST_PROGRAM, ParametricTest
+
+# A writer takes a wafer and a directory and writes one file there, returning its path.
+WaferWriter = Callable[[WaferData, str], str]
+
+TEST_PROGRAM_METADATA_KEY = b"waferflow.test_program"
+
+
+def test_program_records(program: tuple[ParametricTest, ...] = TEST_PROGRAM) -> list[dict]:
+    """The test program as plain records: number, name, family, units, limits (what PTRs carry)."""
+    return [
+        {
+            "number": t.number,
+            "name": t.name,
+            "family": t.family,
+            "units": t.units,
+            "lo_limit": t.lo_limit,
+            "hi_limit": t.hi_limit,
+        }
+        for t in program
+    ]
+
+
+def write_parquet_wafer(wafer: WaferData, directory: str) -> str:
+    """Columnar wafer-sort file: one row per die, one column per test; limits in the schema."""
+    table = pa.Table.from_pandas(wafer.dies, preserve_index=False)
+    metadata = dict(table.schema.metadata or {})
+    metadata[TEST_PROGRAM_METADATA_KEY] = json.dumps(test_program_records(wafer.test_program)).encode()
+    metadata[b"waferflow.geometry"] = json.dumps(dataclasses.asdict(wafer.geometry)).encode()
+    table = table.replace_schema_metadata(metadata)
+    path = os.path.join(directory, f"{wafer.wafer_id}.parquet")
+    pq.write_table(table, path)
+    return path
+
+
+WRITERS: dict[str, tuple[WaferWriter, str]] = {"parquet": (write_parquet_wafer, "parquet")}
+
+
+def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -> dict:
+    """Generate the dataset for `config` and write it under `out_dir`; return the manifest."""
+    if fmt not in WRITERS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {sorted(WRITERS)}")
+    writer, _ = WRITERS[fmt]
+    os.makedirs(os.path.join(out_dir, "labels"), exist_ok=True)
+    wafers_meta = []
+    labels_by_lot: dict[str, list] = {}
+    n_dies = n_pass = n_ft_fail = 0
+    prob_sum = 0.0
+    for wafer in generate(config):
+        lot_dir = os.path.join(out_dir, "wafers", wafer.lot_id)
+        os.makedirs(lot_dir, exist_ok=True)
+        path = writer(wafer, lot_dir)
+        labels_by_lot.setdefault(wafer.lot_id, []).append(wafer.labels)
+        n_dies += len(wafer.dies)
+        n_pass += len(wafer.labels)
+        n_ft_fail += int(wafer.labels["ft_fail"].sum())
+        prob_sum += float(wafer.labels["ft_fail_prob"].sum())
+        wafers_meta.append(
+            {
+                "lot_id": wafer.lot_id,
+                "wafer_id": wafer.wafer_id,
+                "file": os.path.relpath(path, out_dir),
+                "dies": len(wafer.dies),
+                "sort_pass": len(wafer.labels),
+                "defect_pattern": wafer.defect_pattern,
+                "bad_site": wafer.bad_site,
+            }
+        )
+    for lot_id, frames in labels_by_lot.items():
+        table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
+        pq.write_table(table, os.path.join(out_dir, "labels", f"{lot_id}.parquet"))
+    manifest = {
+        "generator": {k: v for k, v in dataclasses.asdict(config).items()},
+        "format": fmt,
+        "dies": n_dies,
+        "sort_pass": n_pass,
+        "sort_yield": n_pass / max(n_dies, 1),
+        "ft_fail": n_ft_fail,
+        "ft_fail_rate": n_ft_fail / max(n_pass, 1),
+        "mean_ft_fail_prob": prob_sum / max(n_pass, 1),
+        "wafers": wafers_meta,
+        "test_program": test_program_records(),
+    }
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, default=_json_default)
+    return manifest
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -1,0 +1,82 @@
+"""The Keras 3 model: a functional MLP over transformed die features, returning a logit.
+
+Pure functions, no I/O: `build_model(hp, site_vocab_size)` is testable alone with
+`build_model(keras_tuner.HyperParameters(), 4)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import keras_tuner
+
+from models import features
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperParameters:
+    """Defaults, and the search space the Tuner explores around them."""
+
+    units: int = 128  # first hidden layer; each next layer halves it (128-64-32)
+    depth: int = 3
+    dropout: float = 0.2
+    learning_rate: float = 1e-3
+
+    UNITS_CHOICES = (64, 128, 256)
+    DEPTH_RANGE = (2, 4)
+    DROPOUT_RANGE = (0.0, 0.4)
+    LEARNING_RATE_RANGE = (1e-4, 1e-2)
+
+
+def get_hyperparameters() -> keras_tuner.HyperParameters:
+    """One search space for the Tuner; its defaults are what the Trainer uses without a Tuner."""
+    d = HyperParameters()
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("units", list(d.UNITS_CHOICES), default=d.units)
+    hp.Int("depth", *d.DEPTH_RANGE, default=d.depth)
+    hp.Float("dropout", *d.DROPOUT_RANGE, step=0.1, default=d.dropout)
+    hp.Float("learning_rate", *d.LEARNING_RATE_RANGE, sampling="log", default=d.learning_rate)
+    return hp
+
+
+def model_inputs() -> dict[str, keras.KerasTensor]:
+    inputs = {name: keras.Input(shape=(1,), name=name, dtype="float32") for name in features.DENSE_XF}
+    inputs.update({name: keras.Input(shape=(1,), name=name, dtype="int64") for name in features.CATEGORICAL_XF})
+    return inputs
+
+
+def build_model(hp: keras_tuner.HyperParameters, site_vocab_size: int) -> keras.Model:
+    """Dense MLP with batch norm and dropout; one float32 logit out (even under mixed precision).
+
+    `site_vocab_size` is the Transform's site vocabulary size (without OOV buckets).
+    """
+    inputs = model_inputs()
+    dense = keras.layers.Concatenate(name="dense_features")([inputs[n] for n in features.DENSE_XF])
+    sizes = {
+        features.transformed_name(features.SITE_KEY): site_vocab_size + features.NUM_OOV_BUCKETS,
+        features.transformed_name(features.ZONE): features.N_ZONES,
+    }
+    one_hots = [
+        keras.layers.CategoryEncoding(num_tokens=sizes[n], output_mode="one_hot", name=f"{n}_onehot")(inputs[n])
+        for n in features.CATEGORICAL_XF
+    ]
+    x = keras.layers.Concatenate(name="all_features")([dense, *one_hots])
+    units = hp.get("units")
+    for i in range(hp.get("depth")):
+        x = keras.layers.Dense(max(units // (2**i), 8), use_bias=False, name=f"dense_{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu_{i}")(x)
+        x = keras.layers.Dropout(hp.get("dropout"), name=f"dropout_{i}")(x)
+    # float32 head: under a mixed policy the logit and loss stay in full precision.
+    logit = keras.layers.Dense(1, dtype="float32", name="logit")(x)
+    model = keras.Model(inputs=inputs, outputs=logit, name="ft_fail_mlp")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=hp.get("learning_rate")),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[
+            keras.metrics.AUC(name="auc", from_logits=True),
+            keras.metrics.AUC(name="pr_auc", curve="PR", from_logits=True),
+        ],
+    )
+    return model

@@ -1,0 +1,130 @@
+"""Trainer entry point: train under MirroredStrategy and mixed precision, export for serving."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
+from tfx import v1 as tfx
+
+from models import features, model, training
+
+# Trainer custom_config keys.
+EPOCHS_KEY = "epochs"
+BATCH_SIZE_KEY = "batch_size"
+STRATEGY_KEY = "strategy"
+MIXED_PRECISION_KEY = "mixed_precision"
+
+
+def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput) -> dict:
+    """What `serving_default` parses: the model's raw inputs only, a missing test parsed as NaN.
+
+    Ids, bins, the label and the oracle probability are not needed to score a die.
+    """
+    spec = {}
+    for key, value in tf_transform_output.raw_feature_spec().items():
+        if key not in features.MODEL_FEATURES:
+            continue
+        if isinstance(value, tf.io.FixedLenFeature) and value.dtype == tf.float32:
+            missing = np.full(value.shape, np.nan, np.float32).tolist()
+            value = tf.io.FixedLenFeature(value.shape, tf.float32, default_value=missing)
+        spec[key] = value
+    return spec
+
+
+def _model_inputs(transformed: dict) -> dict:
+    names = features.DENSE_XF + features.CATEGORICAL_XF
+    return {n: tf.reshape(transformed[n], [-1, 1]) for n in names}
+
+
+class ServingModule(tf.Module):
+    """The exported graph: parse tf.Examples -> TFT layer -> model -> calibrated probability."""
+
+    def __init__(self, keras_model: keras.Model, tf_transform_output: tft.TFTransformOutput, shift: float):
+        super().__init__()
+        self.model = keras_model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self.raw_spec = serving_raw_feature_spec(tf_transform_output)
+        self.shift = tf.constant(shift, tf.float32)
+
+    def probability(self, transformed: dict) -> tf.Tensor:
+        logit = tf.cast(self.model(_model_inputs(transformed), training=False), tf.float32)
+        return tf.sigmoid(logit - self.shift)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, serialized):
+        parsed = tf.io.parse_example(serialized, self.raw_spec)
+        return {features.PROBABILITY_KEY: self.probability(self.tft_layer(parsed))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def transform_features(self, serialized):
+        parsed = tf.io.parse_example(serialized, self.raw_spec)
+        return self.tft_layer(parsed)
+
+
+def export_serving_model(keras_model, tf_transform_output, shift: float, path: str) -> None:
+    module = ServingModule(keras_model, tf_transform_output, shift)
+    tf.saved_model.save(
+        module,
+        path,
+        signatures={
+            "serving_default": module.serve_examples.get_concrete_function(),
+            "transform_features": module.transform_features.get_concrete_function(),
+        },
+    )
+
+
+def _hyperparameters(fn_args) -> keras_tuner.HyperParameters:
+    if fn_args.hyperparameters:
+        return keras_tuner.HyperParameters.from_config(fn_args.hyperparameters)
+    return model.get_hyperparameters()
+
+
+# Called by the Trainer component.
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """Train the model on transformed examples and export it with the Transform graph inside."""
+    config = fn_args.custom_config or {}
+    epochs = int(config.get(EPOCHS_KEY, 10))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    strategy = training.make_strategy(config.get(STRATEGY_KEY, "mirrored"))
+    batch_size = int(config.get(BATCH_SIZE_KEY, 256)) * strategy.num_replicas_in_sync
+
+    finite_train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                                     batch_size, num_epochs=1, shuffle=False)
+    rate = training.positive_rate(finite_train)
+    weights = training.class_weights(rate)
+    train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
+    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
+
+    policy = training.mixed_precision_policy() if config.get(MIXED_PRECISION_KEY, True) else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        with strategy.scope():
+            keras_model = model.build_model(_hyperparameters(fn_args), training.site_vocab_size(tf_transform_output))
+        logging.info("Training on %d replica(s), policy %s, positive rate %.4f, class weights %s",
+                     strategy.num_replicas_in_sync, policy, rate, weights)
+        keras_model.fit(
+            train,
+            validation_data=evaluation,
+            epochs=epochs,
+            steps_per_epoch=max(1, fn_args.train_steps // epochs),
+            validation_steps=fn_args.eval_steps,
+            class_weight=weights,
+            callbacks=[
+                keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=3,
+                                              restore_best_weights=True),
+                keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=2),
+                keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+            ],
+            verbose=2,
+        )
+        export_serving_model(keras_model, tf_transform_output, training.prior_shift(weights),
+                             fn_args.serving_model_dir)
+    finally:
+        training.reset_policy()
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)

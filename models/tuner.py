@@ -1,0 +1,52 @@
+"""KerasTuner search over width, depth, dropout and learning rate."""
+
+from __future__ import annotations
+
+import keras_tuner
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+
+from models import model, training
+
+TRIALS_KEY = "max_trials"
+EPOCHS_KEY = "epochs"
+
+
+# Called by the Tuner component.
+def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+    """Bayesian optimisation of the model's hyperparameters on validation AUC.
+
+    fn_args.custom_config: max_trials (search budget), epochs per trial.
+    """
+    config = fn_args.custom_config or {}
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    vocab = training.site_vocab_size(tf_transform_output)
+    batch_size = int(config.get("batch_size", 256))
+    epochs = int(config.get(EPOCHS_KEY, 2))
+
+    tuner = keras_tuner.BayesianOptimization(
+        hypermodel=lambda hp: model.build_model(hp, vocab),
+        objective=keras_tuner.Objective("val_auc", direction="max"),
+        max_trials=int(config.get(TRIALS_KEY, 3)),
+        hyperparameters=model.get_hyperparameters(),
+        seed=int(config.get("seed", 7)),
+        directory=fn_args.working_dir,
+        project_name="waferflow_tuning",
+        overwrite=True,
+    )
+    finite_train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                                     batch_size, num_epochs=1, shuffle=False)
+    weights = training.class_weights(training.positive_rate(finite_train))
+    train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
+    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
+    return tfx.components.TunerFnResult(
+        tuner=tuner,
+        fit_kwargs={
+            "x": train,
+            "validation_data": evaluation,
+            "epochs": epochs,
+            "steps_per_epoch": max(1, fn_args.train_steps // epochs),
+            "validation_steps": fn_args.eval_steps,
+            "class_weight": weights,
+        },
+    )

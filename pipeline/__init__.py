@@ -1,0 +1,1 @@
+"""Pipeline wiring (pipeline.py), run configuration (config.py) and runners."""

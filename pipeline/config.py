@@ -1,0 +1,92 @@
+"""Run configuration: one frozen dataclass, parsed once from command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything a local run needs; runners turn it into `create_pipeline(...)` arguments."""
+
+    output_dir: str = "output"
+    data_dir: str = ""  # default: <output_dir>/data, generated if missing
+    pipeline_name: str = "waferflow"
+    # Synthetic data, used when data_dir has no dataset yet.
+    lots: int = 10
+    wafers_per_lot: int = 5
+    seed: int = 42
+    # Input.
+    input_format: str = "parquet"
+    bad_file_policy: str = "fail"
+    # Training.
+    train_steps: int = 1200
+    eval_steps: int = 60
+    epochs: int = 12
+    batch_size: int = 256
+    enable_tuning: bool = True
+    tuner_trials: int = 3
+    tuner_steps: int = 150
+    tuner_epochs: int = 2
+    strategy: str = "mirrored"
+    mixed_precision: bool = True
+    # Evaluation gate.
+    min_auc: float = 0.6
+    max_auc_drop: float = 0.01
+    operating_threshold: float = 0.1
+    # Beam: direct runner mode and workers, plus any extra arguments passed through verbatim.
+    direct_running_mode: str = "multi_threading"
+    direct_num_workers: int = 0  # 0: one per CPU core
+    beam_args: tuple[str, ...] = ()
+    enable_cache: bool = True
+
+    @property
+    def dataset_dir(self) -> str:
+        return self.data_dir or os.path.join(self.output_dir, "data")
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipeline_root", self.pipeline_name)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata", f"{self.pipeline_name}.sqlite")
+
+    @property
+    def serving_model_dir(self) -> str:
+        return os.path.join(self.output_dir, "serving_model", self.pipeline_name)
+
+    def beam_pipeline_args(self) -> list[str]:
+        """Direct-runner defaults unless the extra arguments choose another runner."""
+        extra = list(self.beam_args)
+        if any(a.startswith("--runner") for a in extra):
+            return extra
+        return [
+            f"--direct_running_mode={self.direct_running_mode}",
+            f"--direct_num_workers={self.direct_num_workers}",
+            *extra,
+        ]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_args(argv: list[str] | None = None, description: str = "") -> RunConfig:
+    """Flags for every RunConfig field (`--train-steps 500`, `--no-enable-tuning`, `--beam-arg X`)."""
+    parser = argparse.ArgumentParser(description=description)
+    for field in dataclasses.fields(RunConfig):
+        if field.name == "beam_args":
+            parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
+                                help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=FlinkRunner)")
+        elif field.type == "bool":
+            parser.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
+                                default=field.default)
+        else:
+            kind = {"int": int, "float": float}.get(field.type, str)
+            parser.add_argument(_flag(field.name), dest=field.name, type=kind, default=field.default)
+    values = vars(parser.parse_args(argv))
+    values["beam_args"] = tuple(values["beam_args"])
+    return RunConfig(**values)

@@ -1,0 +1,111 @@
+"""The end-of-run summary, read back from MLMD and the artifacts it points to."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components.wafer_example_gen.executor import REPORT_FILE
+
+_STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+HEADLINE_METRICS = ("auc", "pr_auc", "precision", "recall", "calibration", "mean_label", "mean_prediction",
+                    "example_count")
+
+
+def _latest(store, type_name: str):
+    artifacts = store.get_artifacts_by_type(type_name)
+    return max(artifacts, key=lambda a: (a.create_time_since_epoch, a.id)) if artifacts else None
+
+
+def _custom(artifact, key: str):
+    if artifact is None or key not in artifact.custom_properties:
+        return None
+    value = artifact.custom_properties[key]
+    return value.int_value if value.HasField("int_value") else value.string_value
+
+
+def count_records(split_dir: str) -> int:
+    files = tf.io.gfile.glob(os.path.join(split_dir, "*"))
+    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")) if files else 0
+
+
+def overall_metrics(evaluation_uri: str) -> dict[str, float]:
+    result = tfma.load_eval_result(evaluation_uri)
+    for slice_key, metrics in result.slicing_metrics:
+        if slice_key == ():
+            values = next(iter(metrics.values()))[""]  # output name "" then sub-key ""
+            flat = {}
+            for name, value in values.items():
+                short = name.split("@")[0].lower()
+                if "doubleValue" in value:
+                    flat[short] = value["doubleValue"]
+            return {k: flat[k] for k in HEADLINE_METRICS if k in flat}
+    return {}
+
+
+def run_summary(metadata_path: str, pipeline_name: str) -> dict:
+    """Examples per split, ingest accounting, headline metrics, blessing, pushed model, cache hits."""
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    store = metadata_store.MetadataStore(config)
+
+    summary: dict = {"pipeline": pipeline_name}
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")]
+    if runs:
+        run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+        states = {}
+        for execution in store.get_executions_by_context(run.id):
+            node = next((c.name for c in store.get_contexts_by_execution(execution.id)
+                         if c.type == "node"), str(execution.id))
+            states[node.split(".")[-1]] = _STATES.get(execution.last_known_state, "UNKNOWN").lower()
+        summary["run"] = run.name
+        summary["components"] = states
+
+    examples = _latest(store, "Examples")
+    if examples is not None:
+        report_path = os.path.join(examples.uri, REPORT_FILE)
+        if tf.io.gfile.exists(report_path):
+            with tf.io.gfile.GFile(report_path) as f:
+                summary["ingest"] = json.load(f)
+        splits = json.loads(examples.properties["split_names"].string_value)
+        summary["examples_per_split"] = {s: count_records(os.path.join(examples.uri, f"Split-{s}")) for s in splits}
+
+    evaluation = _latest(store, "ModelEvaluation")
+    if evaluation is not None:
+        summary["metrics"] = overall_metrics(evaluation.uri)
+    blessing = _latest(store, "ModelBlessing")
+    summary["blessed"] = bool(_custom(blessing, "blessed")) if blessing is not None else None
+    pushed = _latest(store, "PushedModel")
+    if pushed is not None and _custom(pushed, "pushed"):
+        summary["pushed_model"] = _custom(pushed, "pushed_destination")
+    else:
+        summary["pushed_model"] = None
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"waferflow run summary ({summary.get('run', '?')})"]
+    if "components" in summary:
+        cached = sum(1 for s in summary["components"].values() if s == "cached")
+        lines.append(f"  components: {len(summary['components'])} ({cached} cache hits): "
+                     + ", ".join(f"{k}={v}" for k, v in sorted(summary["components"].items())))
+    ingest = summary.get("ingest")
+    if ingest:
+        lines.append(
+            f"  ingest: {ingest['dies_read']} dies read from {ingest['files_read']} files -> {ingest['examples']} "
+            f"examples; excluded sort fails {ingest['excluded_sort_fail']}, no label {ingest['rejected_no_label']}, "
+            f"superseded retests {ingest['superseded_retests']}, quarantined files {ingest['files_quarantined']}"
+        )
+    if "examples_per_split" in summary:
+        lines.append("  examples per split: " + ", ".join(f"{k}={v}" for k, v in summary["examples_per_split"].items()))
+    if summary.get("metrics"):
+        lines.append("  eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
+    lines.append(f"  blessed: {summary.get('blessed')}")
+    lines.append(f"  pushed model: {summary.get('pushed_model') or 'not pushed'}")
+    return "\n".join(lines)
