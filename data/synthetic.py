@@ -78,11 +78,14 @@ class WaferData:
 
 
 def lot_ids(config: GeneratorConfig) -> list[str]:
-    """Lot names as a fab's MES would print them, e.g. `N7Q304.1`."""
-    rng = np.random.default_rng([config.seed, 1])
-    letters = rng.choice(list("ABCDEFGHJKLMNPQRSTUVWXYZ"), size=config.lots)
-    numbers = rng.choice(np.arange(100, 1000), size=config.lots, replace=False)
-    return [f"{config.product[:2]}{letter}{num}.1" for letter, num in zip(letters, numbers)]
+    """Lot names as a fab's MES would print them, e.g. `WFQ304.1`; lot i is named the same
+    whatever the number of lots (131 is coprime to 900, so the numbers never repeat)."""
+    letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+    names = []
+    for i in range(config.lots):
+        letter = letters[np.random.default_rng([config.seed, 1, i]).integers(len(letters))]
+        names.append(f"{config.product[:2]}{letter}{100 + (config.seed * 7919 + i * 131) % 900}.1")
+    return names
 
 
 def _stable_seed(config: GeneratorConfig, *parts: object) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.proto import config_pb2
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
@@ -36,7 +37,14 @@ def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float)
             tfma.MetricsSpec(
                 metrics=[
                     tfma.MetricConfig(class_name="ExampleCount"),
-                    tfma.MetricConfig(class_name="AUC", threshold=auc_threshold),
+                    # The gate is on the overall slice only: per-lot, per-wafer and per-site AUCs
+                    # are for looking at (a 60-die wafer slice is noisy), not for vetoing a model.
+                    tfma.MetricConfig(
+                        class_name="AUC",
+                        per_slice_thresholds=[
+                            config_pb2.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
+                        ],
+                    ),
                     tfma.MetricConfig(class_name="AUCPrecisionRecall", config='{"name": "pr_auc"}'),
                     tfma.MetricConfig(
                         class_name="Precision", config=f'{{"thresholds": [{operating_threshold}]}}'

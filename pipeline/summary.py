@@ -17,8 +17,13 @@ HEADLINE_METRICS = ("auc", "pr_auc", "precision", "recall", "calibration", "mean
                     "example_count")
 
 
-def _latest(store, type_name: str):
-    artifacts = store.get_artifacts_by_type(type_name)
+def _latest(store, pipeline_name: str, node: str, type_name: str):
+    """Newest artifact of `type_name` attributed to pipeline node `node`."""
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
+    if context is None:
+        return None
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    artifacts = [a for a in store.get_artifacts_by_context(context.id) if types.get(a.type_id) == type_name]
     return max(artifacts, key=lambda a: (a.create_time_since_epoch, a.id)) if artifacts else None
 
 
@@ -27,11 +32,6 @@ def _custom(artifact, key: str):
         return None
     value = artifact.custom_properties[key]
     return value.int_value if value.HasField("int_value") else value.string_value
-
-
-def count_records(split_dir: str) -> int:
-    files = tf.io.gfile.glob(os.path.join(split_dir, "*"))
-    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")) if files else 0
 
 
 def overall_metrics(evaluation_uri: str) -> dict[str, float]:
@@ -67,21 +67,20 @@ def run_summary(metadata_path: str, pipeline_name: str) -> dict:
         summary["run"] = run.name
         summary["components"] = states
 
-    examples = _latest(store, "Examples")
+    examples = _latest(store, pipeline_name, "WaferExampleGen", "Examples")
     if examples is not None:
         report_path = os.path.join(examples.uri, REPORT_FILE)
         if tf.io.gfile.exists(report_path):
             with tf.io.gfile.GFile(report_path) as f:
                 summary["ingest"] = json.load(f)
-        splits = json.loads(examples.properties["split_names"].string_value)
-        summary["examples_per_split"] = {s: count_records(os.path.join(examples.uri, f"Split-{s}")) for s in splits}
+                summary["examples_per_split"] = summary["ingest"].pop("examples_per_split", {})
 
-    evaluation = _latest(store, "ModelEvaluation")
+    evaluation = _latest(store, pipeline_name, "Evaluator", "ModelEvaluation")
     if evaluation is not None:
         summary["metrics"] = overall_metrics(evaluation.uri)
-    blessing = _latest(store, "ModelBlessing")
+    blessing = _latest(store, pipeline_name, "Evaluator", "ModelBlessing")
     summary["blessed"] = bool(_custom(blessing, "blessed")) if blessing is not None else None
-    pushed = _latest(store, "PushedModel")
+    pushed = _latest(store, pipeline_name, "Pusher", "PushedModel")
     if pushed is not None and _custom(pushed, "pushed"):
         summary["pushed_model"] = _custom(pushed, "pushed_destination")
     else:

@@ -234,6 +234,12 @@ def merge_reports(reports: list[dict]) -> dict:
     return total
 
 
+def count_records(split_uri: str) -> int:
+    """Records in the gzipped TFRecord files of one output split."""
+    files = tf.io.gfile.glob(os.path.join(split_uri, "*"))
+    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")) if files else 0
+
+
 class Executor(BaseExampleGenExecutor):
     """Reads wafer-test files of `input_format` and writes die tf.Examples plus an ingest report."""
 
@@ -256,11 +262,23 @@ class Executor(BaseExampleGenExecutor):
                 reports.append(json.load(f))
         tf.io.gfile.rmtree(report_dir)
         report = merge_reports(reports)
+        # Count what actually landed in each split: the accounting above is of what the join
+        # emitted, and a runner that loses a bundle must fail the run, not shrink the data.
+        report["examples_per_split"] = {
+            split: count_records(artifact_utils.get_split_uri([examples], split))
+            for split in artifact_utils.decode_split_names(examples.split_names)
+        }
+        written = sum(report["examples_per_split"].values())
         _write_report(report, os.path.join(examples.uri, REPORT_FILE))
         for key in COUNTERS:
             examples.set_int_custom_property(key, int(report[key]))
         logging.info("Ingest report: %s", {k: report[k] for k in COUNTERS})
         if not report["balanced"]:
             raise RuntimeError(f"ingest accounting does not balance: {report}")
+        if written != report["examples"]:
+            raise RuntimeError(
+                f"{report['examples']} examples were produced but {written} were written to "
+                f"{examples.uri}; the Beam runner lost records. Report: {report}"
+            )
         if report["examples"] == 0:
             raise ValueError(f"no examples produced from {exec_properties['input_base']}: {report}")
