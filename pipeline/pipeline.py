@@ -7,6 +7,7 @@ from tensorflow_model_analysis.proto import config_pb2
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 from components.wafer_example_gen.component import WaferExampleGen
 from models import features
 
@@ -135,9 +136,10 @@ def create_pipeline(
         },
     )
     model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        strategy_class=LatestBlessedOtherModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        candidate=trainer.outputs["model"],
     ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],

@@ -1,0 +1,118 @@
+"""The real pipeline, end to end, on small synthetic data in a temp dir (SQLite MLMD, Beam)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from models import features
+from pipeline import local_runner
+from pipeline.config import RunConfig
+
+pytestmark = pytest.mark.e2e
+
+NODES = ("WaferExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform", "Tuner", "Trainer",
+         "latest_blessed_model_resolver", "Evaluator", "Pusher")
+
+
+def small_run(output_dir: str, data_dir: str, **overrides) -> RunConfig:
+    return RunConfig(
+        output_dir=output_dir, data_dir=data_dir, train_steps=300, epochs=3, eval_steps=10,
+        tuner_trials=2, tuner_steps=30, tuner_epochs=1, **overrides,
+    )
+
+
+def _store(config: RunConfig):
+    connection = metadata_store_pb2.ConnectionConfig()
+    connection.sqlite.filename_uri = config.metadata_path
+    return metadata_store.MetadataStore(connection)
+
+
+@pytest.fixture(scope="module")
+def first_run(small_dataset, tmp_path_factory):
+    config = small_run(str(tmp_path_factory.mktemp("run")), small_dataset)
+    return config, local_runner.run(config)
+
+
+def test_every_component_ran_and_left_artifacts(first_run):
+    config, summary = first_run
+    assert summary["components"] == {node: "complete" for node in NODES}
+    store = _store(config)
+    for node in NODES:
+        if node == "latest_blessed_model_resolver":
+            continue
+        context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{node}")
+        artifacts = store.get_artifacts_by_context(context.id)
+        assert artifacts, node
+        for artifact in artifacts:
+            assert tf.io.gfile.exists(artifact.uri), (node, artifact.uri)
+            assert tf.io.gfile.listdir(artifact.uri), (node, artifact.uri)
+
+
+def test_ingest_accounting_and_lot_split(first_run):
+    _, summary = first_run
+    ingest = summary["ingest"]
+    assert ingest["balanced"] and ingest["examples"] == sum(summary["examples_per_split"].values())
+    assert summary["examples_per_split"]["train"] > 0 and summary["examples_per_split"]["eval"] > 0
+
+
+def test_model_is_blessed_pushed_and_serves_serialized_examples(first_run, small_dataset):
+    config, summary = first_run
+    assert summary["blessed"] is True
+    assert summary["metrics"]["auc"] > 0.6
+    pushed = summary["pushed_model"]
+    assert os.path.dirname(pushed) == config.serving_model_dir
+    assert os.path.basename(pushed).isdigit()  # TF Serving numbered version folder
+
+    store = _store(config)
+    context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.WaferExampleGen")
+    (examples,) = store.get_artifacts_by_context(context.id)
+    files = glob.glob(os.path.join(examples.uri, "Split-eval", "*"))
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(64)]
+    # A die as an operator would send it: only raw tester fields, no label, no oracle.
+    stripped = []
+    for record in records:
+        example = tf.train.Example.FromString(record)
+        for key in (features.LABEL_KEY, features.ORACLE_KEY):
+            del example.features.feature[key]
+        stripped.append(example.SerializeToString())
+    served = tf.saved_model.load(pushed).signatures["serving_default"]
+    probabilities = served(examples=tf.constant(stripped))[features.PROBABILITY_KEY].numpy()
+    assert probabilities.shape == (64, 1)
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+    assert probabilities.std() > 0  # it looks at the die, not a constant
+
+
+def test_second_run_is_all_cache_hits(first_run):
+    config, first = first_run
+    second = local_runner.run(config)
+    assert {k: v for k, v in second["components"].items() if k != "latest_blessed_model_resolver"} == {
+        node: "cached" for node in NODES if node != "latest_blessed_model_resolver"
+    }
+    assert second["pushed_model"] == first["pushed_model"]
+    assert len(os.listdir(config.serving_model_dir)) == 1
+
+
+def test_model_trained_on_shuffled_labels_is_not_blessed_or_pushed(small_dataset, tmp_path):
+    data = tmp_path / "shuffled"
+    shutil.copytree(small_dataset, data)
+    rng = np.random.default_rng(0)
+    files = sorted(glob.glob(str(data / "labels" / "*.parquet")))
+    labels = pd.concat([pd.read_parquet(f).assign(_file=f) for f in files], ignore_index=True)
+    labels["ft_fail"] = rng.permutation(labels["ft_fail"].to_numpy())
+    for f, part in labels.groupby("_file"):
+        part.drop(columns="_file").to_parquet(f)
+    config = small_run(str(tmp_path / "run"), str(data), enable_tuning=False)
+    summary = local_runner.run(config)
+    assert summary["metrics"]["auc"] < 0.6
+    assert summary["blessed"] is False
+    assert summary["pushed_model"] is None
+    assert not os.path.exists(config.serving_model_dir) or not os.listdir(config.serving_model_dir)
