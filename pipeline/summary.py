@@ -10,7 +10,10 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from sklearn.metrics import roc_auc_score
+
 from components.wafer_example_gen.executor import REPORT_FILE
+from models.features import LABEL_KEY, ORACLE_KEY
 
 _STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 HEADLINE_METRICS = ("auc", "pr_auc", "precision", "recall", "calibration", "mean_label", "mean_prediction",
@@ -32,6 +35,24 @@ def _custom(artifact, key: str):
         return None
     value = artifact.custom_properties[key]
     return value.int_value if value.HasField("int_value") else value.string_value
+
+
+def oracle_auc(examples_uri: str, split: str = "eval") -> float | None:
+    """AUC of the generator's true failure probability on a split: the best any model can reach.
+
+    Only synthetic data carries the true probability (`ORACLE_KEY`); real data returns None.
+    """
+    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+    labels, truth = [], []
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        if ORACLE_KEY not in feature:
+            return None
+        labels.append(feature[LABEL_KEY].int64_list.value[0])
+        truth.append(feature[ORACLE_KEY].float_list.value[0])
+    if len(set(labels)) < 2:
+        return None
+    return float(roc_auc_score(labels, truth))
 
 
 def overall_metrics(evaluation_uri: str) -> dict[str, float]:
@@ -74,6 +95,7 @@ def run_summary(metadata_path: str, pipeline_name: str) -> dict:
             with tf.io.gfile.GFile(report_path) as f:
                 summary["ingest"] = json.load(f)
                 summary["examples_per_split"] = summary["ingest"].pop("examples_per_split", {})
+        summary["oracle_auc"] = oracle_auc(examples.uri)
 
     evaluation = _latest(store, pipeline_name, "Evaluator", "ModelEvaluation")
     if evaluation is not None:
@@ -105,6 +127,8 @@ def format_summary(summary: dict) -> str:
         lines.append("  examples per split: " + ", ".join(f"{k}={v}" for k, v in summary["examples_per_split"].items()))
     if summary.get("metrics"):
         lines.append("  eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
+    if summary.get("oracle_auc") is not None:
+        lines.append(f"  best achievable eval AUC (generator's true probabilities): {summary['oracle_auc']:.4f}")
     lines.append(f"  blessed: {summary.get('blessed')}")
     lines.append(f"  pushed model: {summary.get('pushed_model') or 'not pushed'}")
     return "\n".join(lines)

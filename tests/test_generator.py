@@ -24,7 +24,7 @@ def wafers():
 
 def test_same_seed_same_data_other_seed_other_data(wafers):
     again = list(generate(CONFIG))
-    for a, b in zip(wafers, again):
+    for a, b in zip(wafers, again, strict=True):
         pd.testing.assert_frame_equal(a.dies, b.dies)
         pd.testing.assert_frame_equal(a.labels, b.labels)
     other = next(generate(GeneratorConfig(lots=3, wafers_per_lot=2, seed=12)))
@@ -53,7 +53,7 @@ def test_every_die_is_on_the_grid_and_sites_are_multisite(wafers):
     geom = WaferGeometry()
     grid = set(map(tuple, geom.die_grid()))
     for wafer in wafers:
-        assert set(zip(wafer.dies.x, wafer.dies.y)) == grid
+        assert set(zip(wafer.dies.x, wafer.dies.y, strict=True)) == grid
         assert set(wafer.dies.site) == set(range(CONFIG.sites))
 
 
@@ -62,7 +62,7 @@ def test_bins_are_consistent_with_limits(wafers):
         dies = wafer.dies
         for _, die in dies.iterrows():
             values = [die[t.feature_name] for t in TEST_PROGRAM]
-            first_fail = next((t for t, v in zip(TEST_PROGRAM, values)
+            first_fail = next((t for t, v in zip(TEST_PROGRAM, values, strict=True)
                                if not np.isnan(v) and not t.in_limits(np.array([v]))[0]), None)
             if die.hard_bin == PASS_BIN:
                 assert first_fail is None and not np.isnan(values).any()
