@@ -11,6 +11,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from sklearn.metrics import roc_auc_score
+from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components.wafer_example_gen.executor import REPORT_FILE
 from models.features import LABEL_KEY, ORACLE_KEY
@@ -55,6 +56,17 @@ def oracle_auc(examples_uri: str, split: str = "eval") -> float | None:
     return float(roc_auc_score(labels, truth))
 
 
+def anomalies_per_split(anomalies_uri: str) -> dict[str, list[str]]:
+    """Features ExampleValidator flagged against the schema, per split (empty lists: clean data)."""
+    found = {}
+    for path in sorted(tf.io.gfile.glob(os.path.join(anomalies_uri, "Split-*", "SchemaDiff.pb"))):
+        anomalies = anomalies_pb2.Anomalies()
+        anomalies.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+        split = os.path.basename(os.path.dirname(path))[len("Split-") :]
+        found[split] = sorted(anomalies.anomaly_info)
+    return found
+
+
 def overall_metrics(evaluation_uri: str) -> dict[str, float]:
     result = tfma.load_eval_result(evaluation_uri)
     for slice_key, metrics in result.slicing_metrics:
@@ -97,6 +109,9 @@ def run_summary(metadata_path: str, pipeline_name: str) -> dict:
                 summary["examples_per_split"] = summary["ingest"].pop("examples_per_split", {})
         summary["oracle_auc"] = oracle_auc(examples.uri)
 
+    anomalies = _latest(store, pipeline_name, "ExampleValidator", "ExampleAnomalies")
+    if anomalies is not None:
+        summary["anomalies"] = anomalies_per_split(anomalies.uri)
     evaluation = _latest(store, pipeline_name, "Evaluator", "ModelEvaluation")
     if evaluation is not None:
         summary["metrics"] = overall_metrics(evaluation.uri)
@@ -125,6 +140,9 @@ def format_summary(summary: dict) -> str:
         )
     if "examples_per_split" in summary:
         lines.append("  examples per split: " + ", ".join(f"{k}={v}" for k, v in summary["examples_per_split"].items()))
+    if "anomalies" in summary:
+        flagged = {k: v for k, v in summary["anomalies"].items() if v}
+        lines.append("  data anomalies: " + (", ".join(f"{k}: {v}" for k, v in flagged.items()) or "none"))
     if summary.get("metrics"):
         lines.append("  eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
     if summary.get("oracle_auc") is not None:

@@ -62,6 +62,9 @@ def test_ingest_accounting_and_lot_split(first_run):
     ingest = summary["ingest"]
     assert ingest["balanced"] and ingest["examples"] == sum(summary["examples_per_split"].values())
     assert summary["examples_per_split"]["train"] > 0 and summary["examples_per_split"]["eval"] > 0
+    assert set(summary["anomalies"]) == {"train", "eval"}
+    # The generator's true probabilities bound what any model can reach on this eval split.
+    assert 0.6 < summary["oracle_auc"] <= 1.0
 
 
 def test_model_is_blessed_pushed_and_serves_serialized_examples(first_run, small_dataset):
