@@ -1,6 +1,6 @@
 """Command line: write a synthetic wafer-sort dataset.
 
-    python -m data.generate --out output/data --lots 12 --wafers-per-lot 6 --seed 42
+    python -m data.generate --out output/data --lots 10 --wafers-per-lot 5 --seed 42 [--format stdf|parquet]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--wafers-per-lot", type=int, default=GeneratorConfig.wafers_per_lot)
     parser.add_argument("--seed", type=int, default=GeneratorConfig.seed)
     parser.add_argument("--sites", type=int, choices=(4, 8), default=GeneratorConfig.sites)
-    parser.add_argument("--format", choices=sorted(WRITERS), default="parquet")
+    parser.add_argument("--format", choices=sorted(WRITERS), default="stdf")
     args = parser.parse_args(argv)
     config = GeneratorConfig(
         lots=args.lots, wafers_per_lot=args.wafers_per_lot, seed=args.seed, sites=args.sites

@@ -64,3 +64,14 @@ def read_parquet_wafer(path: str) -> Iterator[WaferRead]:
 
 
 READERS: dict[str, Reader] = {"parquet": read_parquet_wafer}
+
+
+def read_stdf(path: str) -> Iterator[WaferRead]:
+    """STDF V4 wafer-sort file (data/stdf/reader.py): every wafer in it, retests resolved."""
+    # Imported here: data.stdf.reader builds on WaferRead and InputFileError from this module.
+    from data.stdf.reader import read_stdf as read
+
+    yield from read(path)
+
+
+READERS["stdf"] = read_stdf

@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.stdf.writer import write_stdf_wafer
 from data.synthetic import GeneratorConfig, WaferData, generate
 from data.test_program import TEST_PROGRAM, ParametricTest
 
@@ -59,6 +60,8 @@ def write_parquet_wafer(wafer: WaferData, directory: str) -> str:
 
 
 WRITERS: dict[str, tuple[WaferWriter, str]] = {"parquet": (write_parquet_wafer, "parquet")}
+# STDF V4, one binary tester file per wafer (data/stdf/writer.py).
+WRITERS["stdf"] = (write_stdf_wafer, "stdf")
 
 
 def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -> dict:

@@ -138,6 +138,9 @@ def format_summary(summary: dict) -> str:
             f"examples; excluded sort fails {ingest['excluded_sort_fail']}, no label {ingest['rejected_no_label']}, "
             f"superseded retests {ingest['superseded_retests']}, quarantined files {ingest['files_quarantined']}"
         )
+        if ingest.get("skipped_records"):
+            lines.append("  records read past (not used): "
+                         + ", ".join(f"{k}={v}" for k, v in sorted(ingest["skipped_records"].items())))
     if "examples_per_split" in summary:
         lines.append("  examples per split: " + ", ".join(f"{k}={v}" for k, v in summary["examples_per_split"].items()))
     if "anomalies" in summary:

@@ -88,10 +88,13 @@ class _ReadFile(beam.DoFn):
                 self.STATS, {"files_quarantined": 1, "quarantined": [{"file": path, "error": str(error)}]}
             )
             return
-        stats = {"files_read": 1, "dies_read": 0, "superseded_retests": 0}
+        stats = {"files_read": 1, "dies_read": 0, "superseded_retests": 0, "skipped_records": {}}
         for wafer in wafers:
             stats["dies_read"] += len(wafer.dies) + wafer.superseded
             stats["superseded_retests"] += wafer.superseded
+            # Record types a format's reader read past (STDF: e.g. DTR, GDR), by type.
+            for record, count in getattr(wafer, "skipped_records", {}).items():
+                stats["skipped_records"][record] = stats["skipped_records"].get(record, 0) + count
             yield (wafer.lot_id, wafer.wafer_id), wafer
         yield beam.pvalue.TaggedOutput(self.STATS, stats)
 
@@ -165,11 +168,15 @@ class _JoinLabels(beam.DoFn):
 
 class _SumStats(beam.CombineFn):
     def create_accumulator(self) -> dict:
-        return {**dict.fromkeys(COUNTERS, 0), "quarantined": []}
+        return {**dict.fromkeys(COUNTERS, 0), "quarantined": [], "skipped_records": {}}
 
     def add_input(self, acc: dict, stats: dict) -> dict:
         for key, value in stats.items():
-            acc[key] = acc[key] + value
+            if isinstance(value, dict):
+                for name, count in value.items():
+                    acc[key][name] = acc[key].get(name, 0) + count
+            else:
+                acc[key] = acc[key] + value
         return acc
 
     def merge_accumulators(self, accs) -> dict:
