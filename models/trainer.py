@@ -12,7 +12,7 @@ import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
 
-from models import features, model, training
+from models import dense_signature, features, model, training
 
 # Trainer custom_config keys.
 EPOCHS_KEY = "epochs"
@@ -43,7 +43,11 @@ def _model_inputs(transformed: dict) -> dict:
 
 
 class ServingModule(tf.Module):
-    """The exported graph: parse tf.Examples -> TFT layer -> model -> calibrated probability."""
+    """The exported graph: parse tf.Examples -> TFT layer -> model -> calibrated probability.
+
+    `serve_dense` is the same model behind the Transform re-expressed for one dense float32
+    matrix of raw features (models/dense_signature.py): the input TF Lite and ONNX export.
+    """
 
     def __init__(self, keras_model: keras.Model, tf_transform_output: tft.TFTransformOutput, shift: float):
         super().__init__()
@@ -51,6 +55,8 @@ class ServingModule(tf.Module):
         self.tft_layer = tf_transform_output.transform_features_layer()
         self.raw_spec = serving_raw_feature_spec(tf_transform_output)
         self.shift = tf.constant(shift, tf.float32)
+        self.transform_constants = dense_signature.TransformConstants.from_transform_output(tf_transform_output)
+        self.dense_transform = dense_signature.DenseTransform(self.transform_constants)
 
     def probability(self, transformed: dict) -> tf.Tensor:
         logit = tf.cast(self.model(_model_inputs(transformed), training=False), tf.float32)
@@ -66,15 +72,42 @@ class ServingModule(tf.Module):
         parsed = tf.io.parse_example(serialized, self.raw_spec)
         return self.tft_layer(parsed)
 
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, len(dense_signature.DENSE_COLUMNS)], tf.float32, name=dense_signature.DENSE_INPUT)
+        ]
+    )
+    def serve_dense(self, dies):
+        return {features.PROBABILITY_KEY: self.probability(self.dense_transform(dies))}
+
+
+def float32_copy(keras_model: keras.Model, hp: keras_tuner.HyperParameters, site_vocab_size: int) -> keras.Model:
+    """The trained network rebuilt under the float32 policy, holding the same weights.
+
+    A model trained under mixed precision runs its layers in bfloat16/float16; exported as is, every
+    signature would score in reduced precision and TF Lite would need Flex ops for the bf16 casts
+    (TF issue 46380). All signatures serve this float32 copy, so TF Serving, TF Lite and ONNX
+    compute the same numbers from the same trained weights.
+    """
+    keras.mixed_precision.set_global_policy("float32")
+    copy = model.build_model(hp, site_vocab_size)
+    copy.set_weights(keras_model.get_weights())
+    return copy
+
 
 def export_serving_model(keras_model, tf_transform_output, shift: float, path: str) -> None:
     module = ServingModule(keras_model, tf_transform_output, shift)
+    worst = dense_signature.check_against_transform(
+        module.dense_transform, module.tft_layer, module.raw_spec, module.transform_constants
+    )
+    logging.info("serve_dense transform matches the Transform graph (max diff %.3g)", worst)
     tf.saved_model.save(
         module,
         path,
         signatures={
             "serving_default": module.serve_examples.get_concrete_function(),
             "transform_features": module.transform_features.get_concrete_function(),
+            dense_signature.DENSE_SIGNATURE: module.serve_dense.get_concrete_function(),
         },
     )
 
@@ -103,9 +136,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     policy = training.mixed_precision_policy() if config.get(MIXED_PRECISION_KEY, True) else "float32"
     keras.mixed_precision.set_global_policy(policy)
+    hp, vocab_size = _hyperparameters(fn_args), training.site_vocab_size(tf_transform_output)
     try:
         with strategy.scope():
-            keras_model = model.build_model(_hyperparameters(fn_args), training.site_vocab_size(tf_transform_output))
+            keras_model = model.build_model(hp, vocab_size)
         logging.info("Training on %d replica(s), policy %s, positive rate %.4f, class weights %s",
                      strategy.num_replicas_in_sync, policy, rate, weights)
         keras_model.fit(
@@ -123,8 +157,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             ],
             verbose=2,
         )
-        export_serving_model(keras_model, tf_transform_output, training.prior_shift(weights),
-                             fn_args.serving_model_dir)
+        export_serving_model(float32_copy(keras_model, hp, vocab_size), tf_transform_output,
+                             training.prior_shift(weights), fn_args.serving_model_dir)
     finally:
         training.reset_policy()
     os.makedirs(fn_args.model_run_dir, exist_ok=True)

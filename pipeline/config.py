@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import os
 
+from pipeline import beam_args as beam_profiles
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -19,7 +21,7 @@ class RunConfig:
     wafers_per_lot: int = 5
     seed: int = 42
     # Input.
-    input_format: str = "parquet"
+    input_format: str = "stdf"  # a key of data.readers.READERS: "stdf" (STDF V4 files) or "parquet"
     bad_file_policy: str = "fail"
     # Training.
     train_steps: int = 1200
@@ -36,9 +38,19 @@ class RunConfig:
     min_auc: float = 0.6
     max_auc_drop: float = 0.01
     operating_threshold: float = 0.1
-    # Beam: direct runner mode and workers, plus any extra arguments passed through verbatim.
-    direct_running_mode: str = "multi_threading"
-    direct_num_workers: int = 0  # 0: one per CPU core
+    # Exports of the blessed model beside the Pusher (components/tflite_exporter, onnx_exporter).
+    export_tflite: bool = True
+    tflite_int8: bool = False  # also an int8 post-training-quantized TF Lite model
+    export_onnx: bool = True
+    # Beam: a profile from pipeline/beam_args.py (direct | dataflow | flink | spark), the direct
+    # runner's mode and workers, plus any extra arguments passed through verbatim (they win).
+    # multi_processing: one SDK worker process per core, each bootstrapped by
+    # pipeline/beam_worker_setup.py (docs/beam.md says why not multi_threading).
+    beam_profile: str = "direct"
+    direct_running_mode: str = "multi_processing"
+    # Each multi_processing worker holds its own TensorFlow (~1-2 GB): cap by default so a many-core
+    # server does not run out of memory; 0 means one worker per CPU core (docs/beam.md).
+    direct_num_workers: int = 2
     beam_args: tuple[str, ...] = ()
     enable_cache: bool = True
 
@@ -59,15 +71,13 @@ class RunConfig:
         return os.path.join(self.output_dir, "serving_model", self.pipeline_name)
 
     def beam_pipeline_args(self) -> list[str]:
-        """Direct-runner defaults unless the extra arguments choose another runner."""
+        """The profile's arguments, then the extra ones; direct-runner defaults unless those pick a runner."""
         extra = list(self.beam_args)
+        if self.beam_profile != "direct":
+            return beam_profiles.profile_args(self.beam_profile, extra)
         if any(a.startswith("--runner") for a in extra):
-            return extra
-        return [
-            f"--direct_running_mode={self.direct_running_mode}",
-            f"--direct_num_workers={self.direct_num_workers}",
-            *extra,
-        ]
+            return beam_profiles.with_worker_setup(extra)
+        return [*beam_profiles.direct_args(self.direct_running_mode, self.direct_num_workers), *extra]
 
 
 def _flag(name: str) -> str:

@@ -14,15 +14,24 @@ from tfx import v1 as tfx
 
 from data.synthetic import GeneratorConfig
 from data.writers import write_dataset
-from pipeline import summary
+from pipeline import beam_args, summary
 from pipeline.config import RunConfig, parse_args
 from pipeline.pipeline import create_pipeline
 
 
 def ensure_dataset(config: RunConfig) -> None:
     """Generate the synthetic dataset into the data dir unless one is already there."""
-    if os.path.exists(os.path.join(config.dataset_dir, "manifest.json")):
-        return
+    manifest_path = os.path.join(config.dataset_dir, "manifest.json")
+    if os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            existing = json.load(f).get("format", "parquet")
+        if existing == config.input_format:
+            return
+        if config.data_dir:
+            raise ValueError(f"{config.data_dir} holds {existing} files, not {config.input_format}: "
+                             f"pass --input-format {existing}")
+        # A generated dataset in another format (an earlier default): write this format beside it;
+        # the same generator config gives the same dies and labels.
     if config.data_dir:
         raise FileNotFoundError(f"{config.data_dir} has no manifest.json: not a waferflow dataset directory")
     generator = GeneratorConfig(lots=config.lots, wafers_per_lot=config.wafers_per_lot, seed=config.seed)
@@ -59,12 +68,18 @@ def build(config: RunConfig) -> tfx.dsl.Pipeline:
         max_auc_drop=config.max_auc_drop,
         operating_threshold=config.operating_threshold,
         enable_cache=config.enable_cache,
+        export_tflite=config.export_tflite,
+        tflite_int8=config.tflite_int8,
+        export_onnx=config.export_onnx,
     )
 
 
 def run(config: RunConfig) -> dict:
     ensure_dataset(config)
-    tfx.orchestration.LocalDagRunner().run(build(config))
+    pipeline = build(config)
+    # Fail before any component runs if the Beam arguments would not start their runner.
+    beam_args.validate(pipeline.beam_pipeline_args)
+    tfx.orchestration.LocalDagRunner().run(pipeline)
     return summary.run_summary(config.metadata_path, config.pipeline_name)
 
 

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.proto import config_pb2
 from ml_metadata.proto import metadata_store_pb2
+from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
 
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
+from components.onnx_exporter.component import OnnxExporter
+from components.tflite_exporter.component import TFLiteExporter
 from components.wafer_example_gen.component import WaferExampleGen
 from models import features
+from pipeline.beam_args import with_worker_setup
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 TUNER_FN = "models.tuner.tuner_fn"
 RUN_FN = "models.trainer.run_fn"
+# Evaluator baseline: "latest_blessed_other" (default) excludes the candidate, see
+# components/baseline_model_strategy.py; "latest_blessed" is TFX's own strategy on model and
+# blessing only, the one resolver the Kubeflow V2 compiler can express (KFP resolves it by
+# querying before the Trainer runs, so the candidate cannot be picked there anyway).
+BASELINE_STRATEGIES = ("latest_blessed_other", "latest_blessed")
 
 
 def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float) -> tfma.EvalConfig:
@@ -43,7 +51,9 @@ def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float)
                     tfma.MetricConfig(
                         class_name="AUC",
                         per_slice_thresholds=[
-                            config_pb2.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
+                            config_pb2.PerSliceMetricThreshold(
+                                slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold
+                            )
                         ],
                     ),
                     tfma.MetricConfig(class_name="AUCPrecisionRecall", config='{"name": "pr_auc"}'),
@@ -64,7 +74,7 @@ def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float)
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
-    data_root: str,
+    data_root: str | tfx.dsl.experimental.RuntimeParameter,
     serving_model_dir: str,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None,
     beam_pipeline_args: list[str],
@@ -86,8 +96,13 @@ def create_pipeline(
     max_auc_drop: float = 0.01,
     operating_threshold: float = 0.1,
     enable_cache: bool = True,
+    baseline_strategy: str = "latest_blessed_other",
+    export_tflite: bool = True,
+    tflite_int8: bool = False,
+    export_onnx: bool = True,
 ) -> tfx.dsl.Pipeline:
-    """ExampleGen -> statistics, schema, validation -> Transform -> Tuner -> Trainer -> Evaluator -> Pusher."""
+    """ExampleGen -> statistics, schema, validation -> Transform -> Tuner -> Trainer -> Evaluator -> Pusher,
+    plus TF Lite and ONNX exports of the blessed model beside the Pusher."""
     example_gen = WaferExampleGen(
         input_base=data_root,
         input_format=input_format,
@@ -135,12 +150,20 @@ def create_pipeline(
             "mixed_precision": mixed_precision,
         },
     )
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=LatestBlessedOtherModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        candidate=trainer.outputs["model"],
-    ).with_id("latest_blessed_model_resolver")
+    if baseline_strategy not in BASELINE_STRATEGIES:
+        raise ValueError(f"baseline_strategy must be one of {BASELINE_STRATEGIES}, not {baseline_strategy!r}")
+    baseline_inputs = {
+        "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    }
+    if baseline_strategy == "latest_blessed_other":
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=LatestBlessedOtherModelStrategy, candidate=trainer.outputs["model"], **baseline_inputs
+        ).with_id("latest_blessed_model_resolver")
+    else:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **baseline_inputs
+        ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -155,11 +178,26 @@ def create_pipeline(
         ),
     )
     components += [trainer, model_resolver, evaluator, pusher]
+    # Side exports of the blessed model; like the Pusher, each exports nothing unless it is blessed.
+    if export_tflite:
+        components.append(TFLiteExporter(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            examples=example_gen.outputs["examples"],
+            quantize_int8=tflite_int8,
+        ))
+    if export_onnx:
+        components.append(OnnxExporter(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            examples=example_gen.outputs["examples"],
+        ))
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
         components=components,
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
-        beam_pipeline_args=beam_pipeline_args,
+        # Every Beam worker process must install the tfx-bsl stand-in first: pipeline/beam_worker_setup.py.
+        beam_pipeline_args=with_worker_setup(beam_pipeline_args),
     )

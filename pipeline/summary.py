@@ -9,7 +9,6 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-
 from sklearn.metrics import roc_auc_score
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 

@@ -1,4 +1,4 @@
-"""The real pipeline, end to end, on small synthetic data in a temp dir (SQLite MLMD, Beam)."""
+"""The real pipeline, end to end, on small synthetic STDF files in a temp dir (SQLite MLMD, Beam)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.model_export import EXPORTED_PROPERTY
 from models import features
 from pipeline import local_runner
 from pipeline.config import RunConfig
@@ -20,7 +21,7 @@ from pipeline.config import RunConfig
 pytestmark = pytest.mark.e2e
 
 NODES = ("WaferExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform", "Tuner", "Trainer",
-         "latest_blessed_model_resolver", "Evaluator", "Pusher")
+         "latest_blessed_model_resolver", "Evaluator", "Pusher", "TFLiteExporter", "OnnxExporter")
 
 
 def small_run(output_dir: str, data_dir: str, **overrides) -> RunConfig:
@@ -37,8 +38,8 @@ def _store(config: RunConfig):
 
 
 @pytest.fixture(scope="module")
-def first_run(small_dataset, tmp_path_factory):
-    config = small_run(str(tmp_path_factory.mktemp("run")), small_dataset)
+def first_run(small_stdf_dataset, tmp_path_factory):
+    config = small_run(str(tmp_path_factory.mktemp("run")), small_stdf_dataset)
     return config, local_runner.run(config)
 
 
@@ -67,7 +68,7 @@ def test_ingest_accounting_and_lot_split(first_run):
     assert 0.6 < summary["oracle_auc"] <= 1.0
 
 
-def test_model_is_blessed_pushed_and_serves_serialized_examples(first_run, small_dataset):
+def test_model_is_blessed_pushed_and_serves_serialized_examples(first_run, small_stdf_dataset):
     config, summary = first_run
     assert summary["blessed"] is True
     assert summary["metrics"]["auc"] > 0.6
@@ -104,9 +105,9 @@ def test_second_run_is_all_cache_hits(first_run):
     assert len(os.listdir(config.serving_model_dir)) == 1
 
 
-def test_model_trained_on_shuffled_labels_is_not_blessed_or_pushed(small_dataset, tmp_path):
+def test_model_trained_on_shuffled_labels_is_not_blessed_or_pushed(small_stdf_dataset, tmp_path):
     data = tmp_path / "shuffled"
-    shutil.copytree(small_dataset, data)
+    shutil.copytree(small_stdf_dataset, data)
     rng = np.random.default_rng(0)
     files = sorted(glob.glob(str(data / "labels" / "*.parquet")))
     labels = pd.concat([pd.read_parquet(f).assign(_file=f) for f in files], ignore_index=True)
@@ -119,3 +120,11 @@ def test_model_trained_on_shuffled_labels_is_not_blessed_or_pushed(small_dataset
     assert summary["blessed"] is False
     assert summary["pushed_model"] is None
     assert not os.path.exists(config.serving_model_dir) or not os.listdir(config.serving_model_dir)
+    # The TF Lite and ONNX exporters act only on blessed models either.
+    store = _store(config)
+    for node in ("TFLiteExporter", "OnnxExporter"):
+        context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{node}")
+        # The node context also holds the node's inputs (model, blessing): keep its export output.
+        (artifact,) = [a for a in store.get_artifacts_by_context(context.id) if EXPORTED_PROPERTY in a.custom_properties]
+        assert artifact.custom_properties[EXPORTED_PROPERTY].int_value == 0, node
+        assert not glob.glob(os.path.join(artifact.uri, "*.tflite")) + glob.glob(os.path.join(artifact.uri, "*.onnx"))

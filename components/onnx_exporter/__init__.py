@@ -1,0 +1,1 @@
+"""OnnxExporter: a blessed model's dense signature -> ONNX (tf2onnx)."""

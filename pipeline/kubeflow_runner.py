@@ -1,0 +1,142 @@
+"""Compile the waferflow pipeline for Kubeflow Pipelines 2.x: KFP IR YAML from KubeflowV2DagRunner.
+
+    python -m pipeline.kubeflow_runner --output output/kfp/waferflow.yaml \\
+        [--image waferflow:latest] [--pipeline-root gs://bucket/waferflow] [--data-root gs://bucket/data] \\
+        [any pipeline.local_runner training / Beam flag, e.g. --train-steps 2000 --beam-profile dataflow]
+
+The same `create_pipeline(...)` as the local runner, with three differences the orchestrator needs:
+- `data_root` is a KFP runtime parameter (`data_root`, default `--data-root`), so one compiled
+  package serves every dataset: pass `arguments={"data_root": ...}` per run.
+- the pipeline root is the spec's `defaultPipelineRoot` (default `--pipeline-root`); KFP lets each run
+  or recurring run override it (`pipeline_root=`), which is how KFP 2.x parameterises it.
+- no MLMD connection (KFP records metadata itself) and TFX's own LatestBlessedModelStrategy for the
+  Evaluator baseline, the only blessed-model resolver the Kubeflow V2 compiler supports.
+Every component runs in `--image` (built from the repository's Dockerfile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import os
+import sys
+
+import yaml
+from tfx import v1 as tfx
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+from pipeline import beam_args
+from pipeline.beam_args import DEFAULT_IMAGE
+from pipeline.config import RunConfig, parse_args
+from pipeline.pipeline import create_pipeline
+
+DATA_ROOT_PARAMETER = "data_root"
+DEFAULT_PIPELINE_ROOT = "gs://waferflow/pipeline_root"
+DEFAULT_DATA_ROOT = "gs://waferflow/data"
+
+
+def build(
+    config: RunConfig, pipeline_root: str, data_root: str, serving_model_dir: str | None = None
+) -> tfx.dsl.Pipeline:
+    """The pipeline as KFP runs it: data_root a runtime parameter, no MLMD connection of its own."""
+    # Every RunConfig knob that create_pipeline takes under the same name (training budget, gates,
+    # exports, ...) passes through, so a knob added for the local runner reaches KFP too.
+    accepted = inspect.signature(create_pipeline).parameters
+    knobs = {k: v for k, v in dataclasses.asdict(config).items() if k in accepted}
+    patterns = {"parquet": "wafers/*/*.parquet", "stdf": "wafers/*/*.stdf"}
+    return create_pipeline(
+        **{
+            **knobs,
+            "pipeline_root": pipeline_root,
+            "data_root": tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=data_root),
+            "serving_model_dir": serving_model_dir
+            or f"{pipeline_root.rstrip('/')}/serving_model/{config.pipeline_name}",
+            "metadata_connection_config": None,
+            "beam_pipeline_args": config.beam_pipeline_args(),
+            "input_pattern": patterns.get(config.input_format, f"wafers/*/*.{config.input_format}"),
+            "baseline_strategy": "latest_blessed",
+        }
+    )
+
+
+def compile_pipeline(
+    config: RunConfig,
+    output: str,
+    image: str = DEFAULT_IMAGE,
+    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+    data_root: str = DEFAULT_DATA_ROOT,
+    serving_model_dir: str | None = None,
+) -> str:
+    """Write the KFP IR for `config` to `output` (YAML when it ends in .yaml/.yml) and return its path."""
+    runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+        # Schema 2.1 (typed `parameterType` inputs) is what the KFP 2.x SDK itself writes, and the
+        # only schema TFX's YAML writer handles once the pipeline has runtime parameters.
+        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True),
+        output_dir=os.path.dirname(os.path.abspath(output)),
+        output_filename=os.path.basename(output),
+    )
+    pipeline = build(config, pipeline_root, data_root, serving_model_dir)
+    beam_args.validate(pipeline.beam_pipeline_args)  # refuse what would not start, or would lose records
+    runner.run(pipeline)
+    if output.endswith((".yaml", ".yml")):
+        _add_defaults(output, pipeline_root, {DATA_ROOT_PARAMETER: data_root})
+    return output
+
+
+def _add_defaults(path: str, pipeline_root: str, parameter_defaults: dict[str, str]) -> None:
+    """Write the defaults TFX keeps only in a JSON job's runtime config into the YAML spec itself.
+
+    KubeflowV2DagRunner's YAML is the bare PipelineSpec: without this, the pipeline root and the
+    runtime parameters' defaults would be lost and every run would have to pass them. Here they are
+    written as the KFP SDK writes them (`defaultPipelineRoot`, `defaultValue` + `isOptional`).
+    """
+    with open(path) as f:
+        text = f.read()
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    spec = yaml.safe_load(text)
+    spec["defaultPipelineRoot"] = pipeline_root
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for name, value in parameter_defaults.items():
+        parameters[name].update(defaultValue=value, isOptional=True)
+    with open(path, "w") as f:
+        f.write(header)
+        yaml.safe_dump(spec, f, sort_keys=True)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
+    parser.add_argument(
+        "--output",
+        default=os.path.join("output", "kfp", "waferflow.yaml"),
+        help="compiled package; .yaml/.yml for YAML (what KFP 2.x uploads), else JSON",
+    )
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help="container image every component runs in")
+    parser.add_argument(
+        "--pipeline-root",
+        default=DEFAULT_PIPELINE_ROOT,
+        help="default pipeline root (artifact store) written into the spec; runs can override it",
+    )
+    parser.add_argument(
+        "--data-root",
+        default=DEFAULT_DATA_ROOT,
+        help=f"default of the `{DATA_ROOT_PARAMETER}` runtime parameter (dataset directory)",
+    )
+    parser.add_argument(
+        "--serving-model-dir",
+        default=None,
+        help="Pusher destination (default <pipeline-root>/serving_model/<pipeline name>)",
+    )
+    own, rest = parser.parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        parser.print_help()
+        print("\nTraining, evaluation and Beam flags are those of pipeline.local_runner:")
+    # The local runner's flags for everything else; its output and data paths do not apply here.
+    config = parse_args(rest, description="pipeline.kubeflow_runner (pipeline flags)")
+    path = compile_pipeline(config, own.output, own.image, own.pipeline_root, own.data_root, own.serving_model_dir)
+    print(f"wrote {path} (image {own.image}, pipeline root {own.pipeline_root}, data_root {own.data_root})")
+    return path
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

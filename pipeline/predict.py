@@ -1,0 +1,312 @@
+"""Score wafer-test files: `waferflow-predict` (or `python -m pipeline.predict`).
+
+Reads dies from the pipeline's input files exactly as the ingest does (the format's reader, last
+test of a die wins, wafer context from the whole wafer, sort-passing dies only: sort fails never
+reach final test), scores them in batches and writes lot_id, wafer_id, x, y, part_id, probability
+as CSV or Parquet (by the output's extension).
+
+    # a TF Serving endpoint, REST (:8501) or gRPC (:8500); see pipeline/deploy/
+    python -m pipeline.predict 'output/data/wafers/*/*.stdf' --rest http://localhost:8501 --out p.csv
+    python -m pipeline.predict 'output/data/wafers/*/*.stdf' --grpc localhost:8500 --out p.parquet
+    # no server: a SavedModel directory, a .tflite or an .onnx file
+    python -m pipeline.predict 'output/data/wafers/*/*.stdf' --model output/serving_model/waferflow/1732 --out p.csv
+
+Against a server, `--signature serving_default` (default) sends serialized tf.Examples;
+`--signature serve_dense` sends the dense float matrix (models/dense_signature.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import glob
+import json
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from data.readers import READERS
+from data.test_program import PASS_BIN
+from data.wafer_features import add_wafer_context
+from models import dense_signature, features
+from models.scoring import SERVING_DEFAULT, Scorer, load_scorer
+
+OUTPUT_COLUMNS = ("lot_id", "wafer_id", "x", "y", "part_id", "probability")
+SIGNATURES = (SERVING_DEFAULT, dense_signature.DENSE_SIGNATURE)
+DEFAULT_MODEL_NAME = "waferflow"
+
+
+class ServingError(RuntimeError):
+    """TF Serving answered with an error."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading dies
+
+
+def input_format_of(paths: list[str], input_format: str | None) -> str:
+    """The reader to use: as given, or from the files' extension (.parquet, .stdf)."""
+    if input_format:
+        if input_format not in READERS:
+            raise ValueError(f"unknown input format {input_format!r}; choose from {sorted(READERS)}")
+        return input_format
+    extensions = {os.path.splitext(p)[1].lstrip(".").lower() for p in paths}
+    if len(extensions) == 1 and (ext := extensions.pop()) in READERS:
+        return ext
+    raise ValueError(f"cannot tell the input format from {sorted(extensions)}: pass --input-format")
+
+
+def read_dies(paths: Iterable[str], input_format: str) -> Iterator[pd.DataFrame]:
+    """One DataFrame per wafer: its sort-passing dies with the wafer context features.
+
+    The same steps as the ingest (components/wafer_example_gen): every read of a wafer across the
+    files, in file order, the last test of a die wins, context from the whole wafer (fails
+    included), then sort fails dropped.
+    """
+    reader = READERS[input_format]
+    reads = defaultdict(list)
+    for path in sorted(paths):
+        for wafer in reader(path):
+            reads[(wafer.lot_id, wafer.wafer_id)].append(wafer)
+    for key in sorted(reads):
+        wafers = sorted(reads[key], key=lambda w: w.source)
+        dies = pd.concat([w.dies for w in wafers], ignore_index=True)
+        kept = dies.drop_duplicates(subset=["x", "y"], keep="last").reset_index(drop=True)
+        wafer = add_wafer_context(kept)
+        passed = wafer[wafer["hard_bin"] == PASS_BIN].astype({"x": np.int64, "y": np.int64})
+        yield passed.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# TF Serving REST API (https://www.tensorflow.org/tfx/serving/api_rest)
+
+
+def rest_url(base_url: str, model_name: str = DEFAULT_MODEL_NAME, version: int | None = None) -> str:
+    """POST target: {base}/v1/models/{name}[/versions/{version}]:predict"""
+    path = f"/v1/models/{model_name}" + (f"/versions/{version}" if version is not None else "")
+    return base_url.rstrip("/") + path + ":predict"
+
+
+def rest_request(dies: pd.DataFrame, signature: str = SERVING_DEFAULT) -> dict:
+    """The JSON body of a predict request.
+
+    serving_default (one input, `examples`, a string tensor): row format, one instance per die,
+    the serialized tf.Example base64-encoded as {"b64": ...}.
+    serve_dense (one input, `dies`): columnar format, {"inputs": {"dies": [[...59 floats], ...]}};
+    an unmeasured test is NaN (TF Serving's JSON parser accepts NaN).
+    """
+    if signature == SERVING_DEFAULT:
+        instances = [{"b64": base64.b64encode(r).decode("ascii")} for r in dense_signature.raw_examples(dies)]
+        return {"signature_name": signature, "instances": instances}
+    if signature == dense_signature.DENSE_SIGNATURE:
+        matrix = dense_signature.dense_matrix(dies)
+        return {"signature_name": signature, "inputs": {dense_signature.DENSE_INPUT: matrix.tolist()}}
+    raise ValueError(f"signature must be one of {SIGNATURES}")
+
+
+def parse_rest_response(body: dict) -> np.ndarray:
+    """Probabilities [n] from a predict response, row ("predictions") or columnar ("outputs").
+
+    With a single output TF Serving returns the values bare ([[p], ...]); with several, each row is
+    an object ({"ft_fail_probability": [p], ...}) or `outputs` is an object keyed by output name.
+    """
+    if "error" in body:
+        raise ServingError(body["error"])
+    if "predictions" in body:
+        rows = body["predictions"]
+        values = [row[features.PROBABILITY_KEY] if isinstance(row, dict) else row for row in rows]
+    elif "outputs" in body:
+        outputs = body["outputs"]
+        values = outputs[features.PROBABILITY_KEY] if isinstance(outputs, dict) else outputs
+    else:
+        raise ServingError(f"not a predict response: keys {sorted(body)}")
+    return np.asarray(values, np.float32).reshape(-1)
+
+
+class RestClient(Scorer):
+    """Scores through TF Serving's REST API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model_name: str = DEFAULT_MODEL_NAME,
+        version: int | None = None,
+        signature: str = SERVING_DEFAULT,
+        timeout_s: float = 60.0,
+    ):
+        import requests  # imported here: only the REST client needs it
+
+        self.url = rest_url(base_url, model_name, version)
+        self.signature, self.timeout_s = signature, timeout_s
+        self._session = requests.Session()
+        self.name = f"TF Serving REST {self.url}"
+
+    def prepare(self, dies: pd.DataFrame) -> dict:
+        return rest_request(dies, self.signature)
+
+    def predict(self, prepared: dict) -> np.ndarray:
+        response = self._session.post(
+            self.url, data=json.dumps(prepared), timeout=self.timeout_s, headers={"Content-Type": "application/json"}
+        )
+        try:
+            body = response.json()
+        except ValueError as error:
+            raise ServingError(f"HTTP {response.status_code} from {self.url}: {response.text[:200]}") from error
+        if response.status_code != 200 and "error" not in body:
+            raise ServingError(f"HTTP {response.status_code} from {self.url}: {body}")
+        return parse_rest_response(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# TF Serving gRPC API (tensorflow_serving.apis.PredictionService/Predict)
+
+
+def grpc_request(
+    dies: pd.DataFrame,
+    model_name: str = DEFAULT_MODEL_NAME,
+    version: int | None = None,
+    signature: str = SERVING_DEFAULT,
+):
+    """A PredictRequest: `examples` DT_STRING [n] of serialized tf.Examples (serving_default) or
+    `dies` DT_FLOAT [n, 59] (serve_dense)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    if signature == SERVING_DEFAULT:
+        records = dense_signature.raw_examples(dies)
+        request.inputs["examples"].CopyFrom(tf.make_tensor_proto(records, dtype=tf.string, shape=[len(records)]))
+    elif signature == dense_signature.DENSE_SIGNATURE:
+        matrix = dense_signature.dense_matrix(dies)
+        request.inputs[dense_signature.DENSE_INPUT].CopyFrom(tf.make_tensor_proto(matrix, dtype=tf.float32))
+    else:
+        raise ValueError(f"signature must be one of {SIGNATURES}")
+    return request
+
+
+def parse_grpc_response(response) -> np.ndarray:
+    """Probabilities [n] from a PredictResponse."""
+    import tensorflow as tf
+
+    if features.PROBABILITY_KEY not in response.outputs:
+        raise ServingError(f"response has no {features.PROBABILITY_KEY!r} output: {sorted(response.outputs)}")
+    return tf.make_ndarray(response.outputs[features.PROBABILITY_KEY]).astype(np.float32).reshape(-1)
+
+
+class GrpcClient(Scorer):
+    """Scores through TF Serving's gRPC PredictionService."""
+
+    def __init__(
+        self,
+        target: str,
+        model_name: str = DEFAULT_MODEL_NAME,
+        version: int | None = None,
+        signature: str = SERVING_DEFAULT,
+        timeout_s: float = 60.0,
+    ):
+        import grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self.model_name, self.version, self.signature, self.timeout_s = model_name, version, signature, timeout_s
+        self._channel = grpc.insecure_channel(target)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self.name = f"TF Serving gRPC {target}"
+
+    def prepare(self, dies: pd.DataFrame):
+        return grpc_request(dies, self.model_name, self.version, self.signature)
+
+    def predict(self, prepared) -> np.ndarray:
+        return parse_grpc_response(self._stub.Predict(prepared, timeout=self.timeout_s))
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch scoring
+
+
+def score(wafers: Iterable[pd.DataFrame], scorer: Scorer, batch_size: int = 512) -> pd.DataFrame:
+    """Score dies in batches of `batch_size`; one output row per die."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    frames = [w for w in wafers if len(w)]
+    dies = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(OUTPUT_COLUMNS[:-1]))
+    probabilities = np.zeros(len(dies), np.float32)
+    for start in range(0, len(dies), batch_size):
+        batch = dies.iloc[start : start + batch_size]
+        result = scorer(batch)
+        if result.shape != (len(batch),):
+            raise ServingError(f"{scorer.name} returned {result.shape[0]} predictions for {len(batch)} dies")
+        probabilities[start : start + len(batch)] = result
+    out = dies[list(OUTPUT_COLUMNS[:-1])].copy()
+    out["probability"] = probabilities
+    return out.reset_index(drop=True)
+
+
+def write_predictions(predictions: pd.DataFrame, path: str) -> None:
+    """CSV, or Parquet if the path ends in .parquet."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".parquet"):
+        predictions.to_parquet(path, index=False)
+    else:
+        predictions.to_csv(path, index=False)
+
+
+def make_scorer(args: argparse.Namespace) -> Scorer:
+    if args.model:
+        return load_scorer(args.model, args.signature)
+    if args.rest:
+        return RestClient(args.rest, args.model_name, args.model_version, args.signature, args.timeout)
+    return GrpcClient(args.grpc, args.model_name, args.model_version, args.signature, args.timeout)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", nargs="+", help="tester files or glob patterns (quote them)")
+    parser.add_argument("--input-format", choices=sorted(READERS), help="default: from the file extension")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--model", help="local model: SavedModel directory, .tflite or .onnx file")
+    target.add_argument("--rest", help="TF Serving REST base URL, e.g. http://localhost:8501")
+    target.add_argument("--grpc", help="TF Serving gRPC target, e.g. localhost:8500")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="TF Serving model name")
+    parser.add_argument("--model-version", type=int, help="TF Serving model version (default: latest)")
+    parser.add_argument(
+        "--signature",
+        choices=SIGNATURES,
+        default=SERVING_DEFAULT,
+        help="server or SavedModel signature (TF Lite and ONNX are always dense)",
+    )
+    parser.add_argument("--batch-size", type=int, default=512, help="dies per request / model call")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per server request")
+    parser.add_argument("--out", required=True, help="predictions file: .csv or .parquet")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    paths = sorted({p for pattern in args.inputs for p in (glob.glob(pattern) or [pattern])})
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(f"no such input files: {missing}")
+    input_format = input_format_of(paths, args.input_format)
+    scorer = make_scorer(args)
+    predictions = score(read_dies(paths, input_format), scorer, args.batch_size)
+    write_predictions(predictions, args.out)
+    print(
+        f"scored {len(predictions)} sort-passing dies from {len(paths)} {input_format} files "
+        f"with {scorer.name}: {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""OnnxExporter: construction, and Executor().Do() on a small real trained model."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import onnx
+import pytest
+from tfx import v1 as tfx
+from tfx.types import standard_artifacts
+
+from components.model_export import REPORT_FILE
+from components.onnx_exporter import executor
+from components.onnx_exporter.component import OnnxExporter, ONNXModel
+from models import features
+
+
+def _inputs(served_model, tmp_path, blessed: bool) -> dict:
+    model = standard_artifacts.Model()
+    model.uri = served_model.model_uri
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp_path / "blessing")
+    blessing.set_int_custom_property("blessed", int(blessed))
+    examples = standard_artifacts.Examples()
+    examples.uri = served_model.examples_uri
+    examples.splits = ["train", "eval"]
+    return {"model": [model], "model_blessing": [blessing], "examples": [examples]}
+
+
+def test_component_construction():
+    exporter = OnnxExporter(
+        model=tfx.dsl.Channel(type=standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=standard_artifacts.ModelBlessing),
+    )
+    assert exporter.exec_properties[executor.OPSET_KEY] == executor.DEFAULT_OPSET
+    assert exporter.outputs[executor.ONNX_MODEL_KEY].type_name == "waferflow.ONNXModel"
+    with pytest.raises(ValueError):
+        OnnxExporter(
+            model=tfx.dsl.Channel(type=standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=standard_artifacts.ModelBlessing),
+            parity_examples=-1,
+        )
+
+
+def test_executor_exports_a_blessed_model_that_onnxruntime_loads(served_model, tmp_path):
+    output = ONNXModel()
+    output.uri = str(tmp_path / "out")
+    executor.Executor().Do(
+        _inputs(served_model, tmp_path, blessed=True),
+        {executor.ONNX_MODEL_KEY: [output]},
+        {executor.OPSET_KEY: 17, executor.PARITY_EXAMPLES_KEY: 300},
+    )
+    path = os.path.join(output.uri, executor.ONNX_FILE)
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version == 17
+    assert [i.name for i in model.graph.input] == ["dies"]
+    assert [o.name for o in model.graph.output] == [features.PROBABILITY_KEY]
+    with open(os.path.join(output.uri, REPORT_FILE)) as f:
+        report = json.load(f)
+    assert report["vs_serving_default"]["dies"] == 300 and report["vs_serving_default"]["max_abs_diff"] <= 1e-4
+    assert output.get_int_custom_property("exported") == 1
+
+
+def test_executor_exports_nothing_for_an_unblessed_model(served_model, tmp_path):
+    output = ONNXModel()
+    output.uri = str(tmp_path / "out")
+    executor.Executor().Do(_inputs(served_model, tmp_path, blessed=False), {executor.ONNX_MODEL_KEY: [output]}, {})
+    assert output.get_int_custom_property("exported") == 0
+    assert os.listdir(output.uri) == [REPORT_FILE]

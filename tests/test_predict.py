@@ -1,0 +1,314 @@
+"""The batch-scoring client (pipeline/predict.py): request building and response parsing in TF
+Serving's REST JSON and gRPC (tensorflow-serving-api) formats, real round trips through loopback
+servers that answer those formats with the real SavedModel, and local scoring of the input files
+through the SavedModel, TF Lite and ONNX.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import json
+import os
+import re
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from components.onnx_exporter.executor import ONNX_FILE
+from components.tflite_exporter.executor import FLOAT32_FILE
+from models import dense_signature, features
+from models.scoring import SavedModelScorer
+from pipeline import predict
+
+MODEL_NAME = "waferflow"
+
+
+@pytest.fixture(scope="module")
+def wafers(served_model) -> list[pd.DataFrame]:
+    return list(predict.read_dies(served_model.input_files, served_model.input_format))
+
+
+@pytest.fixture(scope="module")
+def few_dies(wafers) -> pd.DataFrame:
+    return wafers[0].iloc[:3]
+
+
+# --------------------------------------------------------------------------------------------
+# Request and response formats
+
+
+def test_rest_url_follows_the_tf_serving_route():
+    assert predict.rest_url("http://h:8501/") == "http://h:8501/v1/models/waferflow:predict"
+    assert predict.rest_url("http://h:8501", "m", 7) == "http://h:8501/v1/models/m/versions/7:predict"
+
+
+def test_rest_request_for_serving_default_is_row_format_with_b64_examples(few_dies):
+    body = predict.rest_request(few_dies)
+    assert set(body) == {"signature_name", "instances"} and body["signature_name"] == "serving_default"
+    assert len(body["instances"]) == 3 and all(set(i) == {"b64"} for i in body["instances"])
+    example = tf.train.Example.FromString(base64.b64decode(body["instances"][1]["b64"]))
+    feature = example.features.feature
+    die = few_dies.iloc[1]
+    assert set(feature) == set(features.MODEL_FEATURES)  # no ids, bins, label: what the model reads
+    assert feature["x"].int64_list.value == [die["x"]] and feature["site"].int64_list.value == [die["site"]]
+    test = features.PARAMETRIC[0]
+    assert feature[test].float_list.value == pytest.approx([die[test]])
+    assert json.loads(json.dumps(body)) == body  # plain JSON
+
+
+def test_rest_request_for_the_dense_signature_is_columnar_format(few_dies):
+    body = predict.rest_request(few_dies, dense_signature.DENSE_SIGNATURE)
+    assert body["signature_name"] == "serve_dense" and set(body["inputs"]) == {"dies"}
+    rows = np.asarray(body["inputs"]["dies"], np.float32)
+    assert rows.shape == (3, len(features.MODEL_FEATURES))
+    np.testing.assert_array_equal(rows[:, features.MODEL_FEATURES.index("y")], few_dies["y"].to_numpy())
+    with pytest.raises(ValueError):
+        predict.rest_request(few_dies, "classify")
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ('{"predictions": [[0.25], [0.5]]}', [0.25, 0.5]),  # row format, one output
+        ('{"predictions": [{"ft_fail_probability": [0.25], "logit": [1.0]}]}', [0.25]),  # several outputs
+        ('{"outputs": [[0.25], [0.5]]}', [0.25, 0.5]),  # columnar, one output
+        ('{"outputs": {"ft_fail_probability": [[0.125]], "logit": [[2.0]]}}', [0.125]),
+    ],
+)
+def test_parse_rest_response_formats(body, expected):
+    np.testing.assert_allclose(predict.parse_rest_response(json.loads(body)), expected)
+
+
+def test_parse_rest_response_raises_tf_serving_errors():
+    with pytest.raises(predict.ServingError, match="Servable not found"):
+        predict.parse_rest_response({"error": "Servable not found for request: Latest(waferflow)"})
+    with pytest.raises(predict.ServingError):
+        predict.parse_rest_response({"model_version_status": []})
+
+
+def test_grpc_request_carries_serialized_examples_or_the_dense_matrix(few_dies):
+    request = predict.grpc_request(few_dies, "m", 3)
+    request = predict_pb2.PredictRequest.FromString(request.SerializeToString())  # survives the wire
+    assert request.model_spec.name == "m" and request.model_spec.version.value == 3
+    assert request.model_spec.signature_name == "serving_default"
+    tensor = request.inputs["examples"]
+    assert tensor.dtype == tf.string.as_datatype_enum and [d.size for d in tensor.tensor_shape.dim] == [3]
+    assert list(tensor.string_val) == dense_signature.raw_examples(few_dies)
+    assert not predict.grpc_request(few_dies).model_spec.HasField("version")
+
+    dense = predict.grpc_request(few_dies, signature=dense_signature.DENSE_SIGNATURE).inputs["dies"]
+    assert dense.dtype == tf.float32.as_datatype_enum
+    np.testing.assert_array_equal(tf.make_ndarray(dense), dense_signature.dense_matrix(few_dies))
+
+
+def test_parse_grpc_response():
+    response = predict_pb2.PredictResponse()
+    response.outputs[features.PROBABILITY_KEY].CopyFrom(tf.make_tensor_proto(np.array([[0.1], [0.7]], np.float32)))
+    response = predict_pb2.PredictResponse.FromString(response.SerializeToString())
+    np.testing.assert_allclose(predict.parse_grpc_response(response), [0.1, 0.7])
+    with pytest.raises(predict.ServingError):
+        predict.parse_grpc_response(predict_pb2.PredictResponse())
+
+
+# --------------------------------------------------------------------------------------------
+# Loopback servers answering TF Serving's APIs with the real SavedModel
+
+
+def _run_signature(loaded, signature: str, value) -> np.ndarray:
+    fn = loaded.signatures[signature]
+    (input_name,) = fn.structured_input_signature[1]
+    return fn(**{input_name: tf.constant(value)})[features.PROBABILITY_KEY].numpy()
+
+
+class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, loaded):
+        self.loaded = loaded
+
+    def Predict(self, request, context):  # noqa: N802 (gRPC API)
+        if request.model_spec.name != MODEL_NAME:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found: {request.model_spec.name}")
+        ((name, tensor),) = request.inputs.items()
+        values = _run_signature(
+            self.loaded, request.model_spec.signature_name or "serving_default", tf.make_ndarray(tensor)
+        )
+        response = predict_pb2.PredictResponse()
+        response.model_spec.CopyFrom(request.model_spec)
+        response.outputs[features.PROBABILITY_KEY].CopyFrom(tf.make_tensor_proto(values))
+        return response
+
+
+@pytest.fixture(scope="module")
+def grpc_server(served_model):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        _PredictionService(tf.saved_model.load(served_model.saved_model)), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+def _decode_b64(value):
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_decode_b64(v) for v in value]
+    return value
+
+
+def _rest_handler(loaded):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+        def _reply(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):  # noqa: N802 (http.server API)
+            route = re.fullmatch(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:predict", self.path)
+            if not route or route.group(1) != MODEL_NAME:
+                return self._reply(404, {"error": f"Servable not found for request: {self.path}"})
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            signature = body.get("signature_name", "serving_default")
+            if "instances" in body:  # row format: one input, so each instance is its value
+                values = _run_signature(loaded, signature, _decode_b64(body["instances"]))
+                return self._reply(200, {"predictions": values.tolist()})
+            (value,) = body["inputs"].values() if isinstance(body["inputs"], dict) else (body["inputs"],)
+            values = _run_signature(loaded, signature, np.asarray(_decode_b64(value), np.float32))
+            return self._reply(200, {"outputs": values.tolist()})
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def rest_server(served_model):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _rest_handler(tf.saved_model.load(served_model.saved_model)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def local_reference(served_model, wafers) -> pd.DataFrame:
+    return predict.score(wafers[:2], SavedModelScorer(served_model.saved_model))
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "serve_dense"])
+def test_grpc_round_trip_matches_the_local_saved_model(grpc_server, wafers, local_reference, signature):
+    client = predict.GrpcClient(grpc_server, signature=signature, version=1)
+    try:
+        result = predict.score(wafers[:2], client, batch_size=200)
+    finally:
+        client.close()
+    pd.testing.assert_frame_equal(result.drop(columns="probability"), local_reference.drop(columns="probability"))
+    np.testing.assert_allclose(result["probability"], local_reference["probability"], atol=1e-6)
+
+
+def test_grpc_unknown_model_is_an_error(grpc_server, few_dies):
+    client = predict.GrpcClient(grpc_server, model_name="other")
+    with pytest.raises(grpc.RpcError):
+        client(few_dies)
+    client.close()
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "serve_dense"])
+def test_rest_round_trip_matches_the_local_saved_model(rest_server, wafers, local_reference, signature):
+    result = predict.score(wafers[:2], predict.RestClient(rest_server, signature=signature), batch_size=300)
+    np.testing.assert_allclose(result["probability"], local_reference["probability"], atol=1e-6)
+
+
+def test_rest_unknown_model_is_an_error(rest_server, few_dies):
+    with pytest.raises(predict.ServingError, match="Servable not found"):
+        predict.RestClient(rest_server, model_name="other")(few_dies)
+
+
+def test_cli_against_servers_writes_the_same_predictions(served_model, rest_server, grpc_server, tmp_path):
+    files = served_model.input_files[:2]
+    outputs = {}
+    for name, target in (
+        ("rest", ["--rest", rest_server]),
+        ("grpc", ["--grpc", grpc_server]),
+        ("local", ["--model", served_model.saved_model]),
+    ):
+        out = str(tmp_path / f"{name}.csv")
+        assert predict.main([*files, *target, "--batch-size", "100", "--out", out]) == 0
+        outputs[name] = pd.read_csv(out)
+    for name in ("rest", "grpc"):
+        np.testing.assert_allclose(outputs[name]["probability"], outputs["local"]["probability"], atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Local scoring and the features it builds
+
+
+def test_cli_scores_every_sort_passing_die_with_each_local_model(served_model, tmp_path):
+    pattern = os.path.join(
+        os.path.dirname(os.path.dirname(served_model.input_files[0])), "*", f"*.{served_model.input_format}"
+    )
+    models = {
+        "saved_model.csv": served_model.saved_model,
+        "tflite.parquet": os.path.join(served_model.tflite_dir, FLOAT32_FILE),
+        "onnx.csv": os.path.join(served_model.onnx_dir, ONNX_FILE),
+    }
+    results = {}
+    for out, model in models.items():
+        path = str(tmp_path / out)
+        predict.main([pattern, "--model", model, "--out", path])
+        results[out] = pd.read_parquet(path) if out.endswith(".parquet") else pd.read_csv(path)
+    manifest = json.load(open(os.path.join(served_model.config.dataset_dir, "manifest.json")))
+    reference = results["saved_model.csv"]
+    assert list(reference.columns) == list(predict.OUTPUT_COLUMNS)
+    assert len(reference) == manifest["sort_pass"]
+    assert not reference.duplicated(["lot_id", "wafer_id", "x", "y"]).any()
+    assert reference["probability"].between(0, 1).all() and reference["probability"].std() > 0
+    for out in ("tflite.parquet", "onnx.csv"):
+        assert (results[out]["part_id"].astype(str) == reference["part_id"].astype(str)).all()
+        np.testing.assert_allclose(results[out]["probability"], reference["probability"], atol=1e-4)
+
+
+def test_scored_features_are_the_ingest_features(served_model, wafers):
+    """read_dies + raw_examples must build what the ingest wrote: same die, same probability."""
+    files = glob.glob(os.path.join(served_model.examples_uri, "Split-eval", "*"))
+    records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    keys = []
+    for record in records:
+        f = tf.train.Example.FromString(record).features.feature
+        keys.append(
+            (
+                f["lot_id"].bytes_list.value[0].decode(),
+                f["wafer_id"].bytes_list.value[0].decode(),
+                f["x"].int64_list.value[0],
+                f["y"].int64_list.value[0],
+            )
+        )
+    scorer = SavedModelScorer(served_model.saved_model)
+    ingested = pd.DataFrame(keys, columns=["lot_id", "wafer_id", "x", "y"])
+    ingested["ingest"] = scorer.predict(tf.constant(records))
+    scored = predict.score(wafers, scorer)
+    joined = ingested.merge(scored, on=["lot_id", "wafer_id", "x", "y"], how="left", validate="one_to_one")
+    assert joined["probability"].notna().all()
+    np.testing.assert_allclose(joined["probability"], joined["ingest"], atol=1e-6)
+
+
+def test_input_format_from_extension():
+    assert predict.input_format_of(["a/b.parquet", "c.parquet"], None) == "parquet"
+    assert predict.input_format_of(["a.stdf"], None) == "stdf"
+    assert predict.input_format_of(["a.bin"], "parquet") == "parquet"
+    with pytest.raises(ValueError):
+        predict.input_format_of(["a.parquet", "b.stdf"], None)
