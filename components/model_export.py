@@ -17,7 +17,8 @@ import tensorflow as tf
 from absl import logging
 from sklearn.metrics import roc_auc_score
 from tfx.components.util import model_utils
-from tfx.types import artifact, artifact_utils
+from tfx.types import artifact, artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter
 from tfx.utils import path_utils
 
 from models import dense_signature, features
@@ -27,6 +28,14 @@ MODEL_BLESSING_KEY = "model_blessing"
 EXAMPLES_KEY = "examples"
 REPORT_FILE = "export_report.json"
 EXPORTED_PROPERTY = "exported"  # int custom property of the output artifact: 1 exported, 0 skipped
+
+# The inputs both exporters take: the Trainer's model, the Evaluator's blessing, and (optional)
+# ExampleGen output whose eval split checks the export against serving_default.
+EXPORT_INPUTS = {
+    MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+    MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
+    EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
+}
 
 # Float32 conversions must reproduce serving_default to this absolute difference in probability.
 FLOAT32_ATOL = 1e-4

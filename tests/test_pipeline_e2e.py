@@ -125,6 +125,7 @@ def test_model_trained_on_shuffled_labels_is_not_blessed_or_pushed(small_stdf_da
     for node in ("TFLiteExporter", "OnnxExporter"):
         context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{node}")
         # The node context also holds the node's inputs (model, blessing): keep its export output.
-        (artifact,) = [a for a in store.get_artifacts_by_context(context.id) if EXPORTED_PROPERTY in a.custom_properties]
+        outputs = [a for a in store.get_artifacts_by_context(context.id) if EXPORTED_PROPERTY in a.custom_properties]
+        (artifact,) = outputs
         assert artifact.custom_properties[EXPORTED_PROPERTY].int_value == 0, node
         assert not glob.glob(os.path.join(artifact.uri, "*.tflite")) + glob.glob(os.path.join(artifact.uri, "*.onnx"))

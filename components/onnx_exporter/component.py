@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
-from tfx.types import artifact, standard_artifacts, system_artifacts
+from tfx.types import artifact, system_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components import model_export
@@ -28,11 +28,7 @@ class OnnxExporterSpec(ComponentSpec):
         executor.OPSET_KEY: ExecutionParameter(type=int),
         executor.PARITY_EXAMPLES_KEY: ExecutionParameter(type=int),
     }
-    INPUTS = {
-        model_export.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-        model_export.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
-        model_export.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
-    }
+    INPUTS = model_export.EXPORT_INPUTS
     OUTPUTS = {executor.ONNX_MODEL_KEY: ChannelParameter(type=ONNXModel)}
 
 

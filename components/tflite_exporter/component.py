@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
-from tfx.types import artifact, standard_artifacts, system_artifacts
+from tfx.types import artifact, system_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components import model_export
@@ -33,11 +33,7 @@ class TFLiteExporterSpec(ComponentSpec):
         executor.PARITY_EXAMPLES_KEY: ExecutionParameter(type=int),
         executor.INT8_MAX_AUC_CHANGE_KEY: ExecutionParameter(type=float),
     }
-    INPUTS = {
-        model_export.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-        model_export.MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
-        model_export.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples, optional=True),
-    }
+    INPUTS = model_export.EXPORT_INPUTS
     OUTPUTS = {executor.TFLITE_MODEL_KEY: ChannelParameter(type=TFLiteModel)}
 
 

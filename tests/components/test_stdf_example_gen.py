@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import glob
-import json
-import os
 import shutil
 
 import pytest
-import tensorflow as tf
-from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts
-from tfx.utils import proto_utils
 
 from components.stdf_example_gen import executor
 from components.stdf_example_gen.component import StdfExampleGen
-from components.wafer_example_gen import executor as wafer_executor
-from components.wafer_example_gen.component import WaferExampleGen, lot_split_output_config
+from components.wafer_example_gen.component import WaferExampleGen
 from data.geometry import WaferGeometry
 from data.stdf.writer import encode_wafer, write_stdf_wafer
 from data.synthetic import GeneratorConfig, generate
 from data.test_program import PARAMETRIC_FEATURES
 from data.writers import write_dataset
+from tests.example_gen_harness import run_example_gen
 
 CONFIG = GeneratorConfig(lots=4, wafers_per_lot=1, seed=11, geometry=WaferGeometry(diameter_mm=120.0))
 
@@ -33,27 +26,9 @@ def stdf_dataset(tmp_path_factory) -> tuple[str, dict]:
 
 
 def run_executor(input_base: str, out: str, policy: str = "fail", input_format: str = "stdf") -> tuple[dict, list]:
-    examples = standard_artifacts.Examples()
-    examples.uri = out
-    props = {
-        "input_base": input_base,
-        "input_config": proto_utils.proto_to_json(
-            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="s", pattern=executor.INPUT_PATTERN)])
-        ),
-        "output_config": proto_utils.proto_to_json(lot_split_output_config()),
-        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        wafer_executor.INPUT_FORMAT_KEY: input_format,
-        wafer_executor.LABELS_PATTERN_KEY: "labels/*.parquet",
-        wafer_executor.BAD_FILE_POLICY_KEY: policy,
-    }
-    context = executor.Executor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"], tmp_dir=out)
-    executor.Executor(context).Do({}, {"examples": [examples]}, props)
-    with open(os.path.join(out, wafer_executor.REPORT_FILE)) as f:
-        report = json.load(f)
-    files = glob.glob(os.path.join(out, "Split-*", "*"))
-    records = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
-    return report, records
+    report, splits = run_example_gen(executor.Executor, input_base, out, input_format=input_format,
+                                     input_pattern=executor.INPUT_PATTERN, policy=policy)
+    return report, [e for split in splits.values() for e in split]
 
 
 def test_component_construction():

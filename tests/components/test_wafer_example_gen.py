@@ -11,40 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts
-from tfx.utils import proto_utils
 
 from components.wafer_example_gen import executor
-from components.wafer_example_gen.component import WaferExampleGen, lot_split_output_config
+from components.wafer_example_gen.component import WaferExampleGen
 from data.test_program import PARAMETRIC_FEATURES
+from tests.example_gen_harness import run_example_gen
 
 
 def run_executor(input_base: str, out: str, policy: str = "fail") -> tuple[dict, dict[str, list]]:
-    examples = standard_artifacts.Examples()
-    examples.uri = out
-    props = {
-        "input_base": input_base,
-        "input_config": proto_utils.proto_to_json(
-            example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(name="s", pattern="wafers/*/*.parquet")])
-        ),
-        "output_config": proto_utils.proto_to_json(lot_split_output_config()),
-        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        executor.INPUT_FORMAT_KEY: "parquet",
-        executor.LABELS_PATTERN_KEY: "labels/*.parquet",
-        executor.BAD_FILE_POLICY_KEY: policy,
-    }
-    context = executor.Executor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"], tmp_dir=out)
-    executor.Executor(context).Do({}, {"examples": [examples]}, props)
-    with open(os.path.join(out, executor.REPORT_FILE)) as f:
-        report = json.load(f)
-    splits = {}
-    for split in ("train", "eval"):
-        files = glob.glob(os.path.join(out, f"Split-{split}", "*"))
-        splits[split] = [tf.train.Example.FromString(r.numpy())
-                         for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
-    return report, splits
+    return run_example_gen(executor.Executor, input_base, out, input_format="parquet",
+                           input_pattern="wafers/*/*.parquet", policy=policy)
 
 
 def _value(example: tf.train.Example, key: str):
