@@ -64,6 +64,12 @@ WRITERS: dict[str, tuple[WaferWriter, str]] = {"parquet": (write_parquet_wafer, 
 WRITERS["stdf"] = (write_stdf_wafer, "stdf")
 
 
+def wafer_file_pattern(fmt: str) -> str:
+    """Glob, relative to a dataset directory, of the wafer files written in format `fmt`."""
+    ext = WRITERS[fmt][1] if fmt in WRITERS else fmt
+    return f"wafers/*/*.{ext}"
+
+
 def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -> dict:
     """Generate the dataset for `config` and write it under `out_dir`; return the manifest."""
     if fmt not in WRITERS:

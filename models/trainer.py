@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import keras
 import keras_tuner
 import numpy as np
@@ -161,4 +159,3 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                              training.prior_shift(weights), fn_args.serving_model_dir)
     finally:
         training.reset_policy()
-    os.makedirs(fn_args.model_run_dir, exist_ok=True)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import os
+from collections.abc import Callable
+from typing import Any
 
+from data.writers import wafer_file_pattern
 from pipeline import beam_args as beam_profiles
 
 
@@ -69,6 +73,20 @@ class RunConfig:
     @property
     def serving_model_dir(self) -> str:
         return os.path.join(self.output_dir, "serving_model", self.pipeline_name)
+
+    def pipeline_arguments(self, create_pipeline: Callable) -> dict[str, Any]:
+        """Arguments for `create_pipeline` that come straight from this config.
+
+        Every field `create_pipeline` takes under the same name (training budget, gates, exports, ...)
+        passes through, so a knob added here reaches the local and the Kubeflow runner alike; the
+        runner adds what differs between them (roots, data location, MLMD connection).
+        """
+        accepted = inspect.signature(create_pipeline).parameters
+        return {
+            **{k: v for k, v in dataclasses.asdict(self).items() if k in accepted},
+            "input_pattern": wafer_file_pattern(self.input_format),
+            "beam_pipeline_args": self.beam_pipeline_args(),
+        }
 
     def beam_pipeline_args(self) -> list[str]:
         """The profile's arguments, then the extra ones; direct-runner defaults unless those pick a runner."""

@@ -17,8 +17,6 @@ Every component runs in `--image` (built from the repository's Dockerfile).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
 import os
 import sys
 
@@ -40,21 +38,14 @@ def build(
     config: RunConfig, pipeline_root: str, data_root: str, serving_model_dir: str | None = None
 ) -> tfx.dsl.Pipeline:
     """The pipeline as KFP runs it: data_root a runtime parameter, no MLMD connection of its own."""
-    # Every RunConfig knob that create_pipeline takes under the same name (training budget, gates,
-    # exports, ...) passes through, so a knob added for the local runner reaches KFP too.
-    accepted = inspect.signature(create_pipeline).parameters
-    knobs = {k: v for k, v in dataclasses.asdict(config).items() if k in accepted}
-    patterns = {"parquet": "wafers/*/*.parquet", "stdf": "wafers/*/*.stdf"}
     return create_pipeline(
         **{
-            **knobs,
+            **config.pipeline_arguments(create_pipeline),
             "pipeline_root": pipeline_root,
             "data_root": tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=data_root),
             "serving_model_dir": serving_model_dir
             or f"{pipeline_root.rstrip('/')}/serving_model/{config.pipeline_name}",
             "metadata_connection_config": None,
-            "beam_pipeline_args": config.beam_pipeline_args(),
-            "input_pattern": patterns.get(config.input_format, f"wafers/*/*.{config.input_format}"),
             "baseline_strategy": "latest_blessed",
         }
     )

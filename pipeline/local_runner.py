@@ -41,36 +41,14 @@ def ensure_dataset(config: RunConfig) -> None:
 
 def build(config: RunConfig) -> tfx.dsl.Pipeline:
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
-    patterns = {"parquet": "wafers/*/*.parquet", "stdf": "wafers/*/*.stdf"}
     return create_pipeline(
-        pipeline_name=config.pipeline_name,
+        **config.pipeline_arguments(create_pipeline),
         pipeline_root=config.pipeline_root,
         data_root=os.path.abspath(config.dataset_dir),
         serving_model_dir=config.serving_model_dir,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata_path
         ),
-        beam_pipeline_args=config.beam_pipeline_args(),
-        input_format=config.input_format,
-        input_pattern=patterns.get(config.input_format, f"wafers/*/*.{config.input_format}"),
-        bad_file_policy=config.bad_file_policy,
-        train_steps=config.train_steps,
-        eval_steps=config.eval_steps,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        enable_tuning=config.enable_tuning,
-        tuner_trials=config.tuner_trials,
-        tuner_steps=config.tuner_steps,
-        tuner_epochs=config.tuner_epochs,
-        strategy=config.strategy,
-        mixed_precision=config.mixed_precision,
-        min_auc=config.min_auc,
-        max_auc_drop=config.max_auc_drop,
-        operating_threshold=config.operating_threshold,
-        enable_cache=config.enable_cache,
-        export_tflite=config.export_tflite,
-        tflite_int8=config.tflite_int8,
-        export_onnx=config.export_onnx,
     )
 
 

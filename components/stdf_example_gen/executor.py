@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from components.wafer_example_gen import executor as wafer_executor
+from data.writers import wafer_file_pattern
 
 INPUT_FORMAT = "stdf"
-INPUT_PATTERN = "wafers/*/*.stdf"
+INPUT_PATTERN = wafer_file_pattern("stdf")
 
 
 class Executor(wafer_executor.Executor):

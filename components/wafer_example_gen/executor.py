@@ -32,7 +32,7 @@ from absl import logging
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.types import artifact_utils, standard_component_specs
 
-from data.readers import READERS, InputFileError, WaferRead
+from data.readers import READERS, InputFileError, WaferRead, last_test_wins
 from data.test_program import PASS_BIN
 from data.wafer_features import add_wafer_context
 
@@ -145,11 +145,9 @@ class _JoinLabels(beam.DoFn):
             stats["orphan_labels"] = len(labels)
             yield beam.pvalue.TaggedOutput(self.STATS, stats)
             return
-        dies = pd.concat([r.dies for r in reads], ignore_index=True)
         # The same wafer in several files (a retest run): the file sorted last wins.
-        kept = dies.drop_duplicates(subset=["x", "y"], keep="last")
-        stats["superseded_retests"] = len(dies) - len(kept)
-        wafer = add_wafer_context(kept.reset_index(drop=True))
+        kept, stats["superseded_retests"] = last_test_wins(pd.concat([r.dies for r in reads], ignore_index=True))
+        wafer = add_wafer_context(kept)
         passed = wafer[wafer["hard_bin"] == PASS_BIN]
         stats["excluded_sort_fail"] = len(wafer) - len(passed)
         label_cols = [c for c in LABEL_COLUMNS if c in labels.columns]

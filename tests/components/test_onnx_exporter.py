@@ -14,18 +14,7 @@ from components.model_export import REPORT_FILE
 from components.onnx_exporter import executor
 from components.onnx_exporter.component import OnnxExporter, ONNXModel
 from models import features
-
-
-def _inputs(served_model, tmp_path, blessed: bool) -> dict:
-    model = standard_artifacts.Model()
-    model.uri = served_model.model_uri
-    blessing = standard_artifacts.ModelBlessing()
-    blessing.uri = str(tmp_path / "blessing")
-    blessing.set_int_custom_property("blessed", int(blessed))
-    examples = standard_artifacts.Examples()
-    examples.uri = served_model.examples_uri
-    examples.splits = ["train", "eval"]
-    return {"model": [model], "model_blessing": [blessing], "examples": [examples]}
+from tests.export_harness import exporter_inputs
 
 
 def test_component_construction():
@@ -47,7 +36,7 @@ def test_executor_exports_a_blessed_model_that_onnxruntime_loads(served_model, t
     output = ONNXModel()
     output.uri = str(tmp_path / "out")
     executor.Executor().Do(
-        _inputs(served_model, tmp_path, blessed=True),
+        exporter_inputs(served_model, tmp_path, blessed=True),
         {executor.ONNX_MODEL_KEY: [output]},
         {executor.OPSET_KEY: 17, executor.PARITY_EXAMPLES_KEY: 300},
     )
@@ -66,6 +55,7 @@ def test_executor_exports_a_blessed_model_that_onnxruntime_loads(served_model, t
 def test_executor_exports_nothing_for_an_unblessed_model(served_model, tmp_path):
     output = ONNXModel()
     output.uri = str(tmp_path / "out")
-    executor.Executor().Do(_inputs(served_model, tmp_path, blessed=False), {executor.ONNX_MODEL_KEY: [output]}, {})
+    inputs = exporter_inputs(served_model, tmp_path, blessed=False)
+    executor.Executor().Do(inputs, {executor.ONNX_MODEL_KEY: [output]}, {})
     assert output.get_int_custom_property("exported") == 0
     assert os.listdir(output.uri) == [REPORT_FILE]

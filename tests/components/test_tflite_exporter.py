@@ -12,6 +12,7 @@ from tfx.types import standard_artifacts
 from components.model_export import REPORT_FILE
 from components.tflite_exporter import executor
 from components.tflite_exporter.component import TFLiteExporter, TFLiteModel
+from tests.export_harness import exporter_inputs
 
 
 def _channels():
@@ -20,18 +21,6 @@ def _channels():
         tfx.dsl.Channel(type=standard_artifacts.ModelBlessing),
         tfx.dsl.Channel(type=standard_artifacts.Examples),
     )
-
-
-def _inputs(served_model, tmp_path, blessed: bool) -> dict:
-    model = standard_artifacts.Model()
-    model.uri = served_model.model_uri
-    blessing = standard_artifacts.ModelBlessing()
-    blessing.uri = str(tmp_path / "blessing")
-    blessing.set_int_custom_property("blessed", int(blessed))
-    examples = standard_artifacts.Examples()
-    examples.uri = served_model.examples_uri
-    examples.splits = ["train", "eval"]
-    return {"model": [model], "model_blessing": [blessing], "examples": [examples]}
 
 
 def test_component_construction():
@@ -49,7 +38,7 @@ def test_executor_exports_a_blessed_model_builtin_only_and_checked(served_model,
     output = TFLiteModel()
     output.uri = str(tmp_path / "out")
     executor.Executor().Do(
-        _inputs(served_model, tmp_path, blessed=True),
+        exporter_inputs(served_model, tmp_path, blessed=True),
         {executor.TFLITE_MODEL_KEY: [output]},
         {
             executor.QUANTIZE_INT8_KEY: 1,
@@ -74,7 +63,7 @@ def test_executor_exports_nothing_for_an_unblessed_model(served_model, tmp_path)
     output = TFLiteModel()
     output.uri = str(tmp_path / "out")
     executor.Executor().Do(
-        _inputs(served_model, tmp_path, blessed=False),
+        exporter_inputs(served_model, tmp_path, blessed=False),
         {executor.TFLITE_MODEL_KEY: [output]},
         {executor.QUANTIZE_INT8_KEY: 1, executor.CALIBRATION_EXAMPLES_KEY: 10},
     )

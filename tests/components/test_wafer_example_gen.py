@@ -78,23 +78,25 @@ def test_missing_labels_and_missing_tests_are_counted_not_zeroed(small_dataset, 
     assert PARAMETRIC_FEATURES[4] in die.features.feature
 
 
-def test_bad_file_fails_the_run_naming_the_file(small_dataset, tmp_path):
+def _with_bad_file(dataset: str, tmp_path, name: str, content: bytes) -> str:
+    """A copy of `dataset` with one unreadable wafer file added; returns the copy's path."""
     data = tmp_path / "data"
-    shutil.copytree(small_dataset, data)
-    bad = data / "wafers" / "BAD" / "truncated.parquet"
+    shutil.copytree(dataset, data)
+    bad = data / "wafers" / "BAD" / name
     bad.parent.mkdir()
-    bad.write_bytes(b"PAR1 truncated")
+    bad.write_bytes(content)
+    return str(data)
+
+
+def test_bad_file_fails_the_run_naming_the_file(small_dataset, tmp_path):
+    data = _with_bad_file(small_dataset, tmp_path, "truncated.parquet", b"PAR1 truncated")
     with pytest.raises(Exception, match="truncated.parquet"):
-        run_executor(str(data), str(tmp_path / "out"), policy="fail")
+        run_executor(data, str(tmp_path / "out"), policy="fail")
 
 
 def test_bad_file_is_quarantined_and_reported(small_dataset, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(small_dataset, data)
-    bad = data / "wafers" / "BAD" / "garbage.parquet"
-    bad.parent.mkdir()
-    bad.write_bytes(b"not parquet at all")
-    report, splits = run_executor(str(data), str(tmp_path / "out"), policy="quarantine")
+    data = _with_bad_file(small_dataset, tmp_path, "garbage.parquet", b"not parquet at all")
+    report, splits = run_executor(data, str(tmp_path / "out"), policy="quarantine")
     assert report["files_quarantined"] == 1
     assert report["quarantined"][0]["file"].endswith("garbage.parquet")
     assert "not a readable Parquet" in report["quarantined"][0]["error"]
