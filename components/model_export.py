@@ -108,7 +108,7 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
 def held_out_check(loaded, input_dict: dict, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Eval-split dies as (dense matrix, serving_default probabilities, labels); empty if no examples."""
     serialized = read_examples(input_dict, "eval", limit)
-    matrix = dense_signature.dense_matrix_from_examples(serialized)
+    matrix = dense_signature.dense_matrix_from_examples(serialized, dense_signature.loaded_columns(loaded))
     return matrix, serving_default_probabilities(loaded, serialized), labels_of(serialized)
 
 

@@ -1,8 +1,9 @@
-"""Wafer geometry: the die grid of a 300 mm wafer, as an STDF WCR record describes it.
+"""Wafer geometry: the die grid of a product's wafer, as an STDF WCR record describes it.
 
 Die coordinates are integer grid indices with die (0, 0) centred on the wafer centre, x growing
 right and y growing up (WCR POS_X='R', POS_Y='U'). A die is on the wafer if all four of its corners
-lie inside the usable radius (wafer radius minus edge exclusion).
+lie inside the usable radius (wafer radius minus edge exclusion). The defaults are the WF7N product's
+300 mm wafer; every product names its own (data/products.py).
 """
 
 from __future__ import annotations
@@ -48,4 +49,4 @@ class WaferGeometry:
         return np.hypot(np.asarray(x) * self.die_width_mm, np.asarray(y) * self.die_height_mm)
 
 
-DEFAULT_GEOMETRY = WaferGeometry()
+DEFAULT_GEOMETRY = WaferGeometry()  # WF7N's

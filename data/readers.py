@@ -1,4 +1,9 @@
-"""Readers: one tester file in, whole wafers (one DataFrame of dies each) out.
+"""Readers: one tester file in, whole wafers (one DataFrame of dies each) and the file's program out.
+
+`READERS` maps an input format ("stdf", "parquet") to its reader; `reader_for_path` picks one by
+file name (.stdf, .stdf.gz, .stdf.bz2, .parquet). Every reader reads through data/fs.py, so a
+gs:// path and a compressed file read like a local plain one. Each `WaferRead` carries the dies in
+`REQUIRED_COLUMNS` then one float32 column per test feature, and the `FileProgram` of its file.
 
 A reader raises `InputFileError` naming the file (and the byte offset, where the format has one)
 for anything it cannot read; the ingest component applies the bad-file policy.
@@ -7,13 +12,28 @@ for anything it cannot read; the ingest component applies the bad-file policy.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import re
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Columns every reader must produce for every die; tests and other columns follow.
-REQUIRED_COLUMNS = ("lot_id", "wafer_id", "x", "y", "site", "hard_bin", "soft_bin")
+from data import fs
+from data.program import FileProgram, TestDef, is_test_feature
+
+# Columns every reader must produce for every die; test columns (`data.program.feature_name`) follow.
+# `head` and `site` together are the probe-card slot; `sort_pass` is whether the die's bin is good
+# by the file's own HBR flags (else its PRR PART_FLG), never by a fixed bin number.
+REQUIRED_COLUMNS = ("lot_id", "wafer_id", "part_id", "x", "y", "head", "site", "hard_bin", "soft_bin", "sort_pass")
+
+
+# A die position of -32768 is STDF's "no coordinate": what final-test (packaged part) files write.
+COORD_MISSING = -32768
+NO_COORDINATES = "part without die coordinates (X/Y = -32768): a final-test file, not wafer sort?"
 
 
 class InputFileError(ValueError):
@@ -34,6 +54,12 @@ class WaferRead:
     dies: pd.DataFrame
     superseded: int = 0  # retested dies whose earlier results were replaced (last test wins)
     source: str = ""
+    program: FileProgram | None = None  # what the file says about its test program (data/program.py)
+
+    @property
+    def start_time(self) -> int:
+        """When the file's test run started (MIR START_T): orders retests spread over files."""
+        return self.program.start_time if self.program else 0
 
 
 # A reader takes a path and yields the wafers in it.
@@ -46,24 +72,115 @@ def last_test_wins(dies: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return kept.reset_index(drop=True), len(dies) - len(kept)
 
 
-def read_parquet_wafer(path: str) -> Iterator[WaferRead]:
-    """Columnar wafer file (data/writers.py): one row per die test, in test order."""
+# Input formats by file name: the suffix after any compression suffix (`W01.stdf.gz` is "stdf").
+FORMAT_SUFFIXES = {".stdf": "stdf", ".parquet": "parquet"}
+# Every wafer-file name ending each format is read from (data/fs.py decompresses .gz and .bz2).
+INPUT_SUFFIXES = {fmt: (suffix, *(suffix + c for c in fs.COMPRESSIONS)) for suffix, fmt in FORMAT_SUFFIXES.items()}
+# Schema metadata key of a Parquet wafer file's program: JSON shaped like `FileProgram`.
+PROGRAM_METADATA_KEY = b"waferflow.file_program"
+
+_INT_COLUMNS = ("x", "y", "head", "site", "hard_bin", "soft_bin")
+_FEATURE = re.compile(r"^t(\d+)(?:_p(\d+))?$")  # data.program.feature_name, read back
+
+
+def format_of_path(path: str) -> str:
+    """The input format, "stdf" or "parquet", from a file name: .stdf, .stdf.gz, .stdf.bz2, .parquet, ..."""
+    suffix = os.path.splitext(fs.strip_compression(path))[1].lower()
+    if suffix not in FORMAT_SUFFIXES:
+        names = ", ".join(s for suffixes in INPUT_SUFFIXES.values() for s in suffixes)
+        raise ValueError(f"{path}: cannot tell the input format from the file name (one of {names})")
+    return FORMAT_SUFFIXES[suffix]
+
+
+def reader_for_path(path: str) -> Reader:
+    """The reader for a file, by its name (`format_of_path`)."""
+    return READERS[format_of_path(path)]
+
+
+def read_input_file(path: str) -> bytes:
+    """A wafer file's bytes through data/fs.py (any scheme, decompressed): InputFileError if unreadable."""
     try:
-        table = pq.read_table(path)
+        return fs.read_input(path)
+    except fs.ArchiveError as error:
+        raise InputFileError(path, str(error)) from error
+    except OSError as error:
+        raise InputFileError(path, f"cannot open ({error})") from error
+
+
+def file_program_from_dict(d: dict) -> FileProgram:
+    """A `FileProgram` from its JSON form (tests as `TestDef.to_dict()` dicts)."""
+    return FileProgram(
+        tests=[TestDef.from_dict(t) for t in d.get("tests") or []],
+        good_hard_bins=None if d.get("good_hard_bins") is None else [int(b) for b in d["good_hard_bins"]],
+        good_soft_bins=None if d.get("good_soft_bins") is None else [int(b) for b in d["good_soft_bins"]],
+        revision=dict(d.get("revision") or {}),
+        start_time=int(d.get("start_time") or 0),
+        wcr=d.get("wcr"),
+    )
+
+
+def _parquet_program(path: str, table: pa.Table) -> FileProgram:
+    """The program in the schema metadata, else tests named by the columns (no names, units, limits)."""
+    raw = (table.schema.metadata or {}).get(PROGRAM_METADATA_KEY)
+    if raw is not None:
+        try:
+            return file_program_from_dict(json.loads(raw))
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            key = PROGRAM_METADATA_KEY.decode()
+            raise InputFileError(path, f"corrupt {key} schema metadata ({type(error).__name__}: {error})") from error
+    tests = []
+    for name in table.column_names:
+        match = _FEATURE.match(name)
+        if match and is_test_feature(name):
+            number, pin = match.groups()
+            tests.append(TestDef(int(number), "", pin=None if pin is None else int(pin)))
+    return FileProgram(tests=tests)
+
+
+def read_parquet_wafer(path: str) -> Iterator[WaferRead]:
+    """Columnar wafer file (data/writers.py): one row per die test, in test order.
+
+    Dies in `REQUIRED_COLUMNS` (a missing `head` is 1; a missing `sort_pass` comes from the
+    program's good hard bins), then one float32 column per test of the program (NaN where the file
+    has none), then any other columns. The program is the schema metadata's `waferflow.file_program`,
+    else the test columns the file has."""
+    data = read_input_file(path)
+    try:
+        table = pq.read_table(pa.BufferReader(data))
     except Exception as error:  # pyarrow raises several types for corrupt / non-Parquet input
         raise InputFileError(path, f"not a readable Parquet file ({error})") from error
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    derivable = ("head", "sort_pass")
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names and c not in derivable]
     if missing:
         raise InputFileError(path, f"missing required columns {missing}")
+    program = _parquet_program(path, table)
     frame = table.to_pandas()
     if frame.empty:
         raise InputFileError(path, "contains no dies")
+    if "head" not in frame:
+        frame["head"] = 1
+    if "sort_pass" not in frame:
+        if program.good_hard_bins is None:
+            raise InputFileError(
+                path, "no sort_pass column and no good hard bins in its program metadata: cannot tell which dies passed"
+            )
+        frame["sort_pass"] = frame["hard_bin"].isin(program.good_hard_bins)
+    no_xy = (frame["x"] == COORD_MISSING) | (frame["y"] == COORD_MISSING)
+    if no_xy.any():
+        raise InputFileError(path, f"row {int(no_xy.to_numpy().argmax())}: {NO_COORDINATES}")
+    features = [t.feature for t in program.tests]
+    for feature in features:
+        if feature not in frame:
+            frame[feature] = np.float32(np.nan)
+    others = [c for c in frame.columns if c not in REQUIRED_COLUMNS and c not in features]
+    frame = frame[[*REQUIRED_COLUMNS, *features, *others]].astype(
+        {"lot_id": str, "wafer_id": str, "part_id": str, "sort_pass": bool}
+        | dict.fromkeys(_INT_COLUMNS, np.int32)
+        | dict.fromkeys(features, np.float32)
+    )
     for (lot_id, wafer_id), dies in frame.groupby(["lot_id", "wafer_id"], sort=False):
         dies, superseded = last_test_wins(dies)
-        yield WaferRead(str(lot_id), str(wafer_id), dies, superseded, path)
-
-
-READERS: dict[str, Reader] = {"parquet": read_parquet_wafer}
+        yield WaferRead(str(lot_id), str(wafer_id), dies, superseded, path, program)
 
 
 def read_stdf(path: str) -> Iterator[WaferRead]:
@@ -74,4 +191,5 @@ def read_stdf(path: str) -> Iterator[WaferRead]:
     yield from read(path)
 
 
-READERS["stdf"] = read_stdf
+# Input format -> reader.
+READERS: dict[str, Reader] = {"stdf": read_stdf, "parquet": read_parquet_wafer}

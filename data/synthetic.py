@@ -1,19 +1,22 @@
-"""Seeded, deterministic generator of wafer-sort data with final-test labels.
+"""Seeded, deterministic generator of wafer-sort data with final-test labels, for any registered product.
 
 The model of the fab, in the order the generator applies it:
 
 1. Latent process variation. Every die has four latent factors (see `test_program.LATENT_FACTORS`),
    the sum of a lot effect, a wafer effect, a radial centre-to-edge profile per wafer, and die noise.
-2. Parametric tests respond linearly (or log-normally) to those factors, plus a small per-site
-   offset (multi-site probe cards are never perfectly matched), a "bad site" on some lots, and
-   measurement noise.
+2. Parametric tests of the product's program (`data/products.py`) respond linearly (or
+   log-normally) to those factors, plus a small per-site offset (multi-site probe cards are never
+   perfectly matched), a "bad site" on some lots, and measurement noise. A multi-pin test (STDF
+   MPR) gives one value per pin, each its own column.
 3. Spatial defect signatures (centre, edge-ring, edge-local, scratch, donut, random, near-full) on a
-   share of wafers raise a per-die defect density; a die hit by a defect shows gross leakage.
+   share of wafers raise a per-die defect density; a die hit by a defect shows gross leakage on the
+   program's defect-sensitive tests.
 4. Wafer sort runs the test program in order and stops on the first failing test, as production
    test flows do: the die gets that test's family hard bin and a soft bin naming the test; later
-   tests are not measured (missing, not zero). Passing dies get bin 1.
-5. The label: dies that pass sort go on to final test, where some still fail. Their failure
-   probability (recorded, so later work can measure the best achievable AUC) rises with
+   tests are not measured (missing, not zero). Passing dies get the pass bin, or the product's
+   speed-grade bin if it has one and the die is slow; both are good bins (`sort_pass`).
+5. The label: dies that pass sort (any good bin) go on to final test, where some still fail. Their
+   failure probability (recorded, so later work can measure the best achievable AUC) rises with
    near-limit parametrics, a fast-and-leaky interaction, hidden defect damage that shows up as
    failing neighbours, a poor wafer, the wafer edge, and a hidden per-die term nobody can observe.
 
@@ -25,39 +28,67 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
-from data.geometry import DEFAULT_GEOMETRY, WaferGeometry
-from data.test_program import LATENT_FACTORS, N_LATENT, PASS_BIN, TEST_PROGRAM, ParametricTest
+from data.geometry import WaferGeometry
+from data.products import DEFAULT_PRODUCT, Product, get_product
+from data.program import FileProgram
+from data.test_program import LATENT_FACTORS, N_LATENT, ParametricTest, fail_bins, program_features
 from data.wafer_features import add_wafer_context
 
 DEFECT_PATTERNS = ("center", "edge_ring", "edge_local", "scratch", "donut", "random", "near_full")
-LABEL_COLUMNS = ("ft_fail", "ft_fail_prob")
+# What a tester writes for every die, before the test columns (`data.program.feature_name`).
+DIE_COLUMNS = ("lot_id", "wafer_id", "part_id", "x", "y", "head", "site", "hard_bin", "soft_bin", "sort_pass")
+# The labels sidecar: the join keys, then ground truth (never in a tester's file).
+LABEL_KEYS = ("lot_id", "wafer_id", "part_id", "x", "y")
+LABEL_COLUMNS = ("ft_fail", "ft_fail_prob", "ft_fail_prob_observable")
+HEAD = 1  # the synthetic testers have one test head
+# Standard deviation of the hidden per-die term of the final-test logit.
+FT_HIDDEN_SD = 0.6
 
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorConfig:
-    """What to generate. Same config (seed included) gives byte-identical data."""
+    """What to generate. Same config (seed included) gives byte-identical data.
+
+    `sites`, `ft_logit_intercept` and `geometry` default (None) to the product's; the resolved
+    values are `product_spec.sites`, `logit_intercept` and `wafer_geometry`.
+    """
 
     lots: int = 10
     wafers_per_lot: int = 5
     seed: int = 42
-    sites: int = 4  # multi-site count: 4 or 8
+    product: str = DEFAULT_PRODUCT  # a key of data.products.PRODUCTS
+    sites: int | None = None  # the product's probe card; given, it must match
     defect_wafer_share: float = 0.35
     bad_site_lot_share: float = 0.25
-    # Intercept of the final-test failure logit; the default gives a 2-5% fail rate.
-    ft_logit_intercept: float = -4.9
-    geometry: WaferGeometry = DEFAULT_GEOMETRY
-    product: str = "WF7N"
+    # Intercept of the final-test failure logit; the product's default gives a 2-5% fail rate.
+    ft_logit_intercept: float | None = None
+    geometry: WaferGeometry | None = None  # another wafer / die size (small test wafers)
+    program_revision: str = "1.0"  # MIR JOB_REV
 
     def __post_init__(self) -> None:
-        if self.sites not in (4, 8):
-            raise ValueError(f"sites must be 4 or 8, got {self.sites}")
+        spec = get_product(self.product)
+        if self.sites is not None and self.sites != spec.sites:
+            raise ValueError(f"sites: product {self.product} is probed {spec.sites} sites at a time, got {self.sites}")
         if self.lots < 1 or self.wafers_per_lot < 1:
             raise ValueError("lots and wafers_per_lot must be at least 1")
+
+    @property
+    def product_spec(self) -> Product:
+        return get_product(self.product)
+
+    @property
+    def wafer_geometry(self) -> WaferGeometry:
+        return self.geometry if self.geometry is not None else self.product_spec.geometry
+
+    @property
+    def logit_intercept(self) -> float:
+        return self.ft_logit_intercept if self.ft_logit_intercept is not None else self.product_spec.ft_logit_intercept
 
 
 @dataclasses.dataclass
@@ -67,24 +98,62 @@ class WaferData:
     lot_id: str
     wafer_id: str
     wafer_num: int
-    sites: int
     defect_pattern: str  # "none" or one of DEFECT_PATTERNS; ground truth, not a feature
     bad_site: int  # -1 if none; ground truth
-    dies: pd.DataFrame  # lot_id, wafer_id, part_id, x, y, site, hard_bin, soft_bin, tests...
-    labels: pd.DataFrame  # lot_id, wafer_id, part_id, x, y, ft_fail, ft_fail_prob (sort-pass only)
+    dies: pd.DataFrame  # DIE_COLUMNS, then one float32 column per feature of `test_program`
+    labels: pd.DataFrame  # LABEL_KEYS + LABEL_COLUMNS, sort-passing dies only
     geometry: WaferGeometry
-    product: str
-    test_program: tuple[ParametricTest, ...] = TEST_PROGRAM
+    product: str  # MIR PART_TYP
+    product_spec: Product  # bins, probe card, bin names
+    test_program: tuple[ParametricTest, ...]  # the tests the dies carry (the product's program)
+    program_revision: str = "1.0"  # MIR JOB_REV
+
+    @property
+    def sites(self) -> int:
+        return self.product_spec.sites
+
+    @property
+    def start_time(self) -> int:
+        """When the wafer's test started (MIR / WIR START_T), seconds since 1970.
+
+        Deterministic (same config, same bytes): a fixed epoch, spread by lot and wafer."""
+        return 1_793_000_000 + zlib.crc32(self.lot_id.encode()) % (30 * 86_400) + self.wafer_num * 1_800
+
+    @property
+    def revision(self) -> dict[str, str]:
+        """MIR PART_TYP, JOB_NAM, JOB_REV: which program ran."""
+        return {"PART_TYP": self.product, "JOB_NAM": f"{self.product}_SORT1", "JOB_REV": self.program_revision}
+
+    def file_program(self) -> FileProgram:
+        """What this wafer's file says about its program (`data.program.FileProgram`), as every
+        writer records it: tests, good bins, revision, start time and WCR geometry in mm."""
+        # A tester's file does not say which tests are log-scaled: the ingest decides (log_scale False).
+        tests = [dataclasses.replace(d, log_scale=False) for t in self.test_program for d in t.test_defs()]
+        return FileProgram(
+            tests=tests,
+            good_hard_bins=list(self.product_spec.good_hard_bins),
+            good_soft_bins=list(self.product_spec.good_soft_bins),
+            revision=self.revision,
+            start_time=self.start_time,
+            wcr={
+                "diameter_mm": self.geometry.diameter_mm,
+                "die_width_mm": self.geometry.die_width_mm,
+                "die_height_mm": self.geometry.die_height_mm,
+                "center_x": 0,  # die (0, 0) sits on the wafer centre (data/geometry.py)
+                "center_y": 0,
+            },
+        )
 
 
 def lot_ids(config: GeneratorConfig) -> list[str]:
-    """Lot names as a fab's MES would print them, e.g. `WFQ304.1`; lot i is named the same
-    whatever the number of lots (131 is coprime to 900, so the numbers never repeat)."""
+    """Lot names as a fab's MES would print them, e.g. `WFQ304.1` (the product's prefix first); lot
+    i is named the same whatever the number of lots (131 is coprime to 900, so numbers never repeat)."""
     letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+    prefix = config.product_spec.lot_prefix
     names = []
     for i in range(config.lots):
         letter = letters[np.random.default_rng([config.seed, 1, i]).integers(len(letters))]
-        names.append(f"{config.product[:2]}{letter}{100 + (config.seed * 7919 + i * 131) % 900}.1")
+        names.append(f"{prefix}{letter}{100 + (config.seed * 7919 + i * 131) % 900}.1")
     return names
 
 
@@ -92,13 +161,6 @@ def _stable_seed(config: GeneratorConfig, *parts: object) -> list[int]:
     # Per-lot / per-wafer streams, so lot k is the same whatever the number of lots.
     digest = hashlib.sha256(repr((config.seed, *parts)).encode()).digest()
     return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
-
-
-def _site_map(x: np.ndarray, y: np.ndarray, sites: int) -> np.ndarray:
-    """Test site of each die: the probe card touches down on a 2x2 (4 sites) or 4x2 (8) block."""
-    if sites == 4:
-        return (np.mod(x, 2) + 2 * np.mod(y, 2)).astype(np.int32)
-    return (np.mod(x, 4) + 4 * np.mod(y, 2)).astype(np.int32)
 
 
 def _defect_density(pattern: str, rx: np.ndarray, ry: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,6 +198,44 @@ def _defect_density(pattern: str, rx: np.ndarray, ry: np.ndarray, rng: np.random
     return np.clip(d, 0.0, 0.97)
 
 
+def _expected_sigmoid(logit: np.ndarray, sd: float) -> np.ndarray:
+    """E[sigmoid(logit + e)] for e ~ N(0, sd^2), by Gauss-Hermite quadrature: the probability of a
+    die once the hidden term is averaged out (calibrated, unlike sigmoid(logit))."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(24)
+    z = logit[:, None] + sd * nodes[None, :]
+    return (1.0 / (1.0 + np.exp(-z))) @ (weights / weights.sum())
+
+
+def _sort(
+    program: tuple[ParametricTest, ...], values: np.ndarray, spec: Product
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Wafer sort in program order, stopping on the first fail: (hard_bin, soft_bin, failed_at).
+
+    `values` is [dies, features] in `program_features(program)` order; an MPR test fails when any
+    pin is out of its limits. Tests after a die's failing one are set to NaN in `values` (in place:
+    not measured). `failed_at` is the index of the failing test in `program`, -1 for a good die."""
+    n = len(values)
+    hard_bin = np.full(n, spec.pass_bin, dtype=np.int32)
+    soft_bin = np.full(n, spec.pass_bin, dtype=np.int32)
+    failed_at = np.full(n, -1)
+    starts = np.cumsum([0] + [len(t.features) for t in program])  # each test's first column, then the end
+    for j, (test, (hard, soft)) in enumerate(zip(program, fail_bins(program, spec.family_bins), strict=True)):
+        new_fail = (failed_at < 0) & ~test.in_limits(values[:, starts[j] : starts[j + 1]]).all(axis=1)
+        failed_at[new_fail] = j
+        hard_bin[new_fail] = hard
+        soft_bin[new_fail] = soft
+    # Not measured: every column from the one after the failing test's last on.
+    stop = np.where(failed_at >= 0, starts[failed_at + 1], starts[-1])
+    values[np.arange(starts[-1])[None, :] >= stop[:, None]] = np.nan
+    if spec.grade is not None:
+        # A good but slow die: the speed grade's bin (still good; it goes to final test).
+        grade_col = starts[[t.number for t in program].index(spec.grade.test_number)]
+        slow = (failed_at < 0) & (values[:, grade_col] < spec.grade.min_value)
+        hard_bin[slow] = spec.grade.hard_bin
+        soft_bin[slow] = spec.grade.soft_bin
+    return hard_bin, soft_bin, failed_at
+
+
 def _wafer(
     config: GeneratorConfig,
     lot_id: str,
@@ -146,7 +246,10 @@ def _wafer(
     bad_site: int,
 ) -> WaferData:
     rng = np.random.default_rng(_stable_seed(config, lot_id, wafer_num))
-    geom = config.geometry
+    spec = config.product_spec
+    program = spec.program
+    features = program_features(program)
+    geom = config.wafer_geometry
     grid = geom.die_grid()
     x, y = grid[:, 0], grid[:, 1]
     n = len(x)
@@ -172,31 +275,24 @@ def _wafer(
         density = _defect_density(pattern, rx, ry, rng)
     killed = rng.random(n) < density
 
-    # 2. Parametric measurements, per site.
-    site = _site_map(x, y, config.sites)
-    values = np.empty((n, len(TEST_PROGRAM)))
-    for j, test in enumerate(TEST_PROGRAM):
-        # Site offsets are in population sigmas; express them in units of the measurement noise.
-        noise = rng.normal(size=n) * site_noise[site] + site_offsets[site, j] * test.response_sd() / test.noise
-        v = test.respond(latent, noise)
-        if test.family == "idd" and test.log_normal:
-            # A defect shorts the die: gross leakage, caught by the IDDQ screen.
-            v = np.where(killed, v * rng.uniform(30, 300, n), v)
-        values[:, j] = v
+    # 2. Parametric measurements, per site (and per pin: each pin is its own probe-card channel).
+    site = spec.site_map(x, y)
+    values = np.empty((n, len(features)))
+    column = 0
+    for test in program:
+        for pin_offset in test.pin_offsets or (0.0,):
+            # Site offsets are in population sigmas; express them in units of the measurement noise.
+            noise = rng.normal(size=n) * site_noise[site] + site_offsets[site, column] * test.response_sd() / test.noise
+            v = test.respond(latent, noise, pin_offset)
+            if test.defect_sensitive:
+                # A defect shorts the die: gross leakage, caught by this screen.
+                v = np.where(killed, v * rng.uniform(30, 300, n), v)
+            values[:, column] = v
+            column += 1
 
-    # 4. Wafer sort: program order, stop on first fail.
-    hard_bin = np.full(n, PASS_BIN, dtype=np.int32)
-    soft_bin = np.full(n, PASS_BIN, dtype=np.int32)
-    failed_at = np.full(n, -1)
-    family_index: dict[str, int] = {}
-    for j, test in enumerate(TEST_PROGRAM):
-        idx = family_index[test.family] = family_index.get(test.family, 0) + 1
-        new_fail = (failed_at < 0) & ~test.in_limits(values[:, j])
-        failed_at[new_fail] = j
-        hard_bin[new_fail] = test.hard_bin
-        soft_bin[new_fail] = test.hard_bin * 100 + idx
-    not_measured = (failed_at[:, None] >= 0) & (np.arange(len(TEST_PROGRAM))[None, :] > failed_at[:, None])
-    values[not_measured] = np.nan
+    # 4. Wafer sort: program order, stop on first fail; a slow good die gets the speed grade.
+    hard_bin, soft_bin, _ = _sort(program, values, spec)
+    sort_pass = np.isin(hard_bin, spec.good_hard_bins)
 
     wafer_id = f"{lot_id}-W{wafer_num:02d}"
     dies = pd.DataFrame(
@@ -206,65 +302,77 @@ def _wafer(
             "part_id": [f"{wafer_id}-{i:04d}" for i in range(n)],
             "x": x.astype(np.int32),
             "y": y.astype(np.int32),
+            "head": np.full(n, HEAD, dtype=np.int32),
             "site": site,
             "hard_bin": hard_bin,
             "soft_bin": soft_bin,
+            "sort_pass": sort_pass,
         }
     )
-    tests = pd.DataFrame(values.astype(np.float32), columns=[t.feature_name for t in TEST_PROGRAM])
+    tests = pd.DataFrame(values.astype(np.float32), columns=list(features))
     dies = pd.concat([dies, tests], axis=1)
 
-    # 5. Final-test label for the dies that passed sort.
-    context = add_wafer_context(dies)
-    passed = hard_bin == PASS_BIN
-    margins = np.stack([t.margin_sigmas(values[:, j]) for j, t in enumerate(TEST_PROGRAM)], axis=1)
-    margins = np.where(np.isnan(margins), np.inf, margins)
+    # 5. Final-test label for the dies that passed sort (any good bin).
+    context = add_wafer_context(dies)  # failing neighbours and wafer yield, by `sort_pass`
+    # A test's margin is its worst pin's (one pin near a limit is one weak pin, whatever the others).
+    margins = np.full((n, len(program)), np.inf)
+    column = 0
+    for j, test in enumerate(program):
+        width = len(test.features)
+        m = test.margin_sigmas(values[:, column : column + width]).min(axis=1)
+        margins[:, j] = np.where(np.isnan(m), np.inf, m)
+        column += width
     near_limit = np.exp(-np.clip(margins, 0, None) / 0.45).sum(axis=1)
     speed, vt = latent[:, LATENT_FACTORS.index("speed")], latent[:, LATENT_FACTORS.index("vt")]
     fast_leaky = np.maximum(speed, 0) * np.maximum(-vt, 0)
     # Hidden damage: the defect density around the die, of which failing neighbours are a noisy view.
-    logit = (
-        config.ft_logit_intercept
+    observable_logit = (
+        config.logit_intercept
         + 1.8 * np.minimum(near_limit, 3.0)
         + 0.9 * fast_leaky
         + 3.0 * density
         + 0.18 * context["n_fail_neighbors"].to_numpy()
         + 2.0 * (1.0 - context["wafer_yield"].to_numpy())
         + 1.2 * r2**3
-        + rng.normal(0.0, 0.6, n)
     )
+    logit = observable_logit + rng.normal(0.0, FT_HIDDEN_SD, n)
     prob = 1.0 / (1.0 + np.exp(-logit))
     ft_fail = (rng.random(n) < prob).astype(np.int64)
-    labels = dies.loc[passed, ["lot_id", "wafer_id", "part_id", "x", "y"]].copy()
-    labels["ft_fail"] = ft_fail[passed]
-    labels["ft_fail_prob"] = prob[passed].astype(np.float32)
+    labels = dies.loc[sort_pass, list(LABEL_KEYS)].copy()
+    labels["ft_fail"] = ft_fail[sort_pass]
+    labels["ft_fail_prob"] = prob[sort_pass].astype(np.float32)
+    labels["ft_fail_prob_observable"] = _expected_sigmoid(observable_logit[sort_pass], FT_HIDDEN_SD).astype(np.float32)
 
     return WaferData(
         lot_id=lot_id,
         wafer_id=wafer_id,
         wafer_num=wafer_num,
-        sites=config.sites,
         defect_pattern=pattern,
         bad_site=bad_site,
         dies=dies,
         labels=labels.reset_index(drop=True),
         geometry=geom,
-        product=config.product,
+        product=spec.name,
+        product_spec=spec,
+        test_program=program,
+        program_revision=config.program_revision,
     )
 
 
 def generate(config: GeneratorConfig) -> Iterator[WaferData]:
     """Yield every wafer of the dataset, lot by lot."""
+    spec = config.product_spec
+    n_features = len(program_features(spec.program))
     for lot_id in lot_ids(config):
         rng = np.random.default_rng(_stable_seed(config, lot_id))
         lot_effect = rng.normal(0.0, 0.4, N_LATENT)
-        site_offsets = rng.normal(0.0, 0.1, (config.sites, len(TEST_PROGRAM)))
-        site_noise = np.ones(config.sites)
+        site_offsets = rng.normal(0.0, 0.1, (spec.sites, n_features))
+        site_noise = np.ones(spec.sites)
         bad_site = -1
         if rng.random() < config.bad_site_lot_share:
             # A worn or contaminated probe needle: biased and noisier readings on one site.
-            bad_site = int(rng.integers(config.sites))
-            site_offsets[bad_site] += rng.normal(0.9, 0.3, len(TEST_PROGRAM))
+            bad_site = int(rng.integers(spec.sites))
+            site_offsets[bad_site] += rng.normal(0.9, 0.3, n_features)
             site_noise[bad_site] = 1.8
         for wafer_num in range(1, config.wafers_per_lot + 1):
             yield _wafer(config, lot_id, wafer_num, lot_effect, site_offsets, site_noise, bad_site)

@@ -11,14 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data.test_program import PASS_BIN
-
 # Columns this module adds.
 CONTEXT_FEATURES = ("n_fail_neighbors", "n_neighbors", "fail_frac_r2", "wafer_yield")
 
 
 def add_wafer_context(wafer: pd.DataFrame) -> pd.DataFrame:
-    """Return `wafer` (one wafer's dies with x, y, hard_bin) with the context columns added.
+    """Return `wafer` (one wafer's dies with x, y, sort_pass) with the context columns added.
 
     n_fail_neighbors: sort-failing dies among the 8 adjacent positions.
     n_neighbors: dies present among the 8 adjacent positions (fewer at the wafer edge).
@@ -27,7 +25,7 @@ def add_wafer_context(wafer: pd.DataFrame) -> pd.DataFrame:
     """
     x = wafer["x"].to_numpy(np.int64)
     y = wafer["y"].to_numpy(np.int64)
-    failed = wafer["hard_bin"].to_numpy() != PASS_BIN
+    failed = ~wafer["sort_pass"].to_numpy(bool)
     x0, y0 = x.min() - 2, y.min() - 2
     width, height = x.max() - x0 + 3, y.max() - y0 + 3
     present = np.zeros((height, width), dtype=np.int32)

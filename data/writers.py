@@ -2,12 +2,14 @@
 
 Layout of a dataset directory (every writer):
     <out>/wafers/<lot_id>/<wafer_id>.<ext>   wafer-sort data, one file per wafer
-    <out>/labels/<lot_id>.parquet            final-test labels sidecar, keyed by lot, wafer, x, y
-    <out>/manifest.json                      generator config, test program, counts, ground truth
+    <out>/labels/<lot_id>.parquet            final-test labels sidecar, keyed by lot, wafer, part, x, y
+    <out>/manifest.json                      generator config, product and its program, counts, ground truth
 
 The wafer-sort files never contain labels: final test happens weeks later on another tester, so
-labels always travel beside the sort data and are joined at ingest. A new format (STDF V4) is one
-more `WaferWriter`.
+labels always travel beside the sort data and are joined at ingest. Each file carries its test
+program the way its format can (STDF: PTR / MPR / HBR / WCR / MIR fields; Parquet: a JSON
+`data.program.FileProgram` in the schema metadata), so a reader learns the program from the file.
+A new format is one more `WaferWriter`.
 """
 
 from __future__ import annotations
@@ -22,37 +24,35 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.program import FileProgram
 from data.stdf.writer import write_stdf_wafer
 from data.synthetic import GeneratorConfig, WaferData, generate
-from data.test_program import TEST_PROGRAM, ParametricTest
 
 # A writer takes a wafer and a directory and writes one file there, returning its path.
 WaferWriter = Callable[[WaferData, str], str]
 
-TEST_PROGRAM_METADATA_KEY = b"waferflow.test_program"
+# Parquet schema metadata key of the file's program: JSON of `data.program.FileProgram`.
+FILE_PROGRAM_METADATA_KEY = b"waferflow.file_program"
 
 
-def test_program_records(program: tuple[ParametricTest, ...] = TEST_PROGRAM) -> list[dict]:
-    """The test program as plain records: number, name, family, units, limits (what PTRs carry)."""
-    return [
-        {
-            "number": t.number,
-            "name": t.name,
-            "family": t.family,
-            "units": t.units,
-            "lo_limit": t.lo_limit,
-            "hi_limit": t.hi_limit,
-        }
-        for t in program
-    ]
+def file_program_dict(program: FileProgram) -> dict:
+    """A `FileProgram` as JSON-ready data: its fields, each test as `TestDef.to_dict()`."""
+    return {
+        "tests": [t.to_dict() for t in program.tests],
+        "good_hard_bins": program.good_hard_bins,
+        "good_soft_bins": program.good_soft_bins,
+        "revision": program.revision,
+        "start_time": program.start_time,
+        "wcr": program.wcr,
+    }
 
 
 def write_parquet_wafer(wafer: WaferData, directory: str) -> str:
-    """Columnar wafer-sort file: one row per die, one column per test; limits in the schema."""
+    """Columnar wafer-sort file: one row per die, one column per test feature; the program (names,
+    units, limits, good bins, revision, wafer and die size) in the schema metadata."""
     table = pa.Table.from_pandas(wafer.dies, preserve_index=False)
     metadata = dict(table.schema.metadata or {})
-    metadata[TEST_PROGRAM_METADATA_KEY] = json.dumps(test_program_records(wafer.test_program)).encode()
-    metadata[b"waferflow.geometry"] = json.dumps(dataclasses.asdict(wafer.geometry)).encode()
+    metadata[FILE_PROGRAM_METADATA_KEY] = json.dumps(file_program_dict(wafer.file_program())).encode()
     table = table.replace_schema_metadata(metadata)
     path = os.path.join(directory, f"{wafer.wafer_id}.parquet")
     pq.write_table(table, path)
@@ -79,7 +79,8 @@ def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -
     wafers_meta = []
     labels_by_lot: dict[str, list] = {}
     n_dies = n_pass = n_ft_fail = 0
-    prob_sum = 0.0
+    prob_sum = observable_sum = 0.0
+    hard_bins: dict[int, int] = {}
     for wafer in generate(config):
         lot_dir = os.path.join(out_dir, "wafers", wafer.lot_id)
         os.makedirs(lot_dir, exist_ok=True)
@@ -89,6 +90,9 @@ def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -
         n_pass += len(wafer.labels)
         n_ft_fail += int(wafer.labels["ft_fail"].sum())
         prob_sum += float(wafer.labels["ft_fail_prob"].sum())
+        observable_sum += float(wafer.labels["ft_fail_prob_observable"].sum())
+        for number, count in wafer.dies["hard_bin"].value_counts().items():
+            hard_bins[int(number)] = hard_bins.get(int(number), 0) + int(count)
         wafers_meta.append(
             {
                 "lot_id": wafer.lot_id,
@@ -103,17 +107,30 @@ def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -
     for lot_id, frames in labels_by_lot.items():
         table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
         pq.write_table(table, os.path.join(out_dir, "labels", f"{lot_id}.parquet"))
+    spec = config.product_spec
+    geometry = config.wafer_geometry
     manifest = {
-        "generator": {k: v for k, v in dataclasses.asdict(config).items()},
+        "generator": dataclasses.asdict(config),
         "format": fmt,
+        # What the product is: its program (one entry per feature), good bins, wafer and probe card.
+        "product": spec.name,
+        "program_revision": config.program_revision,
+        "test_program": [t.to_dict() for t in spec.test_defs()],
+        "good_hard_bins": list(spec.good_hard_bins),
+        "good_soft_bins": list(spec.good_soft_bins),
+        "geometry": {**dataclasses.asdict(geometry), "center_x": 0, "center_y": 0},
+        "sites": spec.sites,
+        "touchdown": list(spec.touchdown),
+        # Counts; labels and probabilities are ground truth, for measuring, never for training.
         "dies": n_dies,
         "sort_pass": n_pass,
         "sort_yield": n_pass / max(n_dies, 1),
+        "hard_bins": {str(b): hard_bins[b] for b in sorted(hard_bins)},
         "ft_fail": n_ft_fail,
         "ft_fail_rate": n_ft_fail / max(n_pass, 1),
         "mean_ft_fail_prob": prob_sum / max(n_pass, 1),
+        "mean_ft_fail_prob_observable": observable_sum / max(n_pass, 1),
         "wafers": wafers_meta,
-        "test_program": test_program_records(),
     }
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, default=_json_default)

@@ -1,7 +1,9 @@
 """The Keras 3 model: a functional MLP over transformed die features, returning a logit.
 
-Pure functions, no I/O: `build_model(hp, site_vocab_size)` is testable alone with
-`build_model(keras_tuner.HyperParameters(), 4)`.
+Pure functions, no I/O. The input width follows the test program: `ModelInputs` names the
+Transform's dense outputs (one robust z and one margin per test, the per-die summaries, context,
+coordinates) and its categorical outputs with their sizes, so `build_model(get_hyperparameters(),
+ModelInputs(dense=("t1_xf", "t2_xf"), categorical={"slot_xf": 5}))` is testable alone.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import dataclasses
 
 import keras
 import keras_tuner
-
-from models import features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,26 +40,28 @@ def get_hyperparameters() -> keras_tuner.HyperParameters:
     return hp
 
 
-def model_inputs() -> dict[str, keras.KerasTensor]:
-    inputs = {name: keras.Input(shape=(1,), name=name, dtype="float32") for name in features.DENSE_XF}
-    inputs.update({name: keras.Input(shape=(1,), name=name, dtype="int64") for name in features.CATEGORICAL_XF})
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """The Transform's outputs the model reads: dense float features, and categorical ids with
+    their number of values (vocabulary size plus out-of-vocabulary buckets)."""
+
+    dense: tuple[str, ...]
+    categorical: dict[str, int]
+
+
+def model_inputs(spec: ModelInputs) -> dict[str, keras.KerasTensor]:
+    inputs = {name: keras.Input(shape=(1,), name=name, dtype="float32") for name in spec.dense}
+    inputs.update({name: keras.Input(shape=(1,), name=name, dtype="int64") for name in spec.categorical})
     return inputs
 
 
-def build_model(hp: keras_tuner.HyperParameters, site_vocab_size: int) -> keras.Model:
-    """Dense MLP with batch norm and dropout; one float32 logit out (even under mixed precision).
-
-    `site_vocab_size` is the Transform's site vocabulary size (without OOV buckets).
-    """
-    inputs = model_inputs()
-    dense = keras.layers.Concatenate(name="dense_features")([inputs[n] for n in features.DENSE_XF])
-    sizes = {
-        features.transformed_name(features.SITE_KEY): site_vocab_size + features.NUM_OOV_BUCKETS,
-        features.transformed_name(features.ZONE): features.N_ZONES,
-    }
+def build_model(hp: keras_tuner.HyperParameters, spec: ModelInputs) -> keras.Model:
+    """Dense MLP with batch norm and dropout; one float32 logit out (even under mixed precision)."""
+    inputs = model_inputs(spec)
+    dense = keras.layers.Concatenate(name="dense_features")([inputs[n] for n in spec.dense])
     one_hots = [
-        keras.layers.CategoryEncoding(num_tokens=sizes[n], output_mode="one_hot", name=f"{n}_onehot")(inputs[n])
-        for n in features.CATEGORICAL_XF
+        keras.layers.CategoryEncoding(num_tokens=size, output_mode="one_hot", name=f"{name}_onehot")(inputs[name])
+        for name, size in spec.categorical.items()
     ]
     x = keras.layers.Concatenate(name="all_features")([dense, *one_hots])
     units = hp.get("units")

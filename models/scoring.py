@@ -26,13 +26,24 @@ from models import dense_signature, features
 SERVING_DEFAULT = "serving_default"
 
 
+def example_columns(dies: pd.DataFrame) -> list[str]:
+    """What goes into a tf.Example for `serving_default`: every test the file has (the model parses
+    the ones it knows, by name) and the other model inputs."""
+    from data.program import is_test_feature
+
+    return [c for c in dies.columns if is_test_feature(c)] + [c for c in features.NON_TEST_INPUTS if c in dies]
+
+
 class Scorer:
-    """dies -> probabilities [n]; `prepare` builds the model's input, `predict` runs the model."""
+    """dies -> probabilities [n]; `prepare` builds the model's input, `predict` runs the model.
+
+    `columns` is the model's dense input order (models/dense_signature.py), stored with the model."""
 
     name = "model"
+    columns: tuple[str, ...] = ()
 
     def prepare(self, dies: pd.DataFrame) -> Any:
-        return dense_signature.dense_matrix(dies)
+        return dense_signature.dense_matrix(dies, self.columns)
 
     def predict(self, prepared: Any) -> np.ndarray:
         raise NotImplementedError
@@ -50,12 +61,13 @@ class SavedModelScorer(Scorer):
         self.loaded = tf.saved_model.load(path)
         self.signature = signature
         self._fn = self.loaded.signatures[signature]
+        self.columns = dense_signature.read_columns(path)
         self.name = f"SavedModel {signature}"
 
     def prepare(self, dies: pd.DataFrame) -> Any:
         if self.signature == SERVING_DEFAULT:
-            return tf.constant(dense_signature.raw_examples(dies))
-        return tf.constant(dense_signature.dense_matrix(dies))
+            return tf.constant(dense_signature.raw_examples(dies, example_columns(dies)))
+        return tf.constant(dense_signature.dense_matrix(dies, self.columns))
 
     def predict(self, prepared: Any) -> np.ndarray:
         key = "examples" if self.signature == SERVING_DEFAULT else dense_signature.DENSE_INPUT
@@ -69,6 +81,7 @@ class TFLiteScorer(Scorer):
         from ai_edge_litert.interpreter import Interpreter  # imported here: only this scorer needs it
 
         self.interpreter = Interpreter(model_path=path, model_content=model_content, num_threads=num_threads)
+        self.columns = dense_signature.read_columns(path) if path else ()
         (key,) = self.interpreter.get_signature_list()
         self._runner = self.interpreter.get_signature_runner(key)
         self.name = f"TF Lite {os.path.basename(path) if path else ''}".strip()
@@ -87,7 +100,9 @@ class OnnxScorer(Scorer):
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
-        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        with tf.io.gfile.GFile(path, "rb") as f:  # through the filesystem layer: gs:// works too
+            self.session = onnxruntime.InferenceSession(f.read(), options, providers=["CPUExecutionProvider"])
+        self.columns = dense_signature.read_columns(path)
         self.name = f"ONNX Runtime {os.path.basename(path)}"
 
     def predict(self, prepared: np.ndarray) -> np.ndarray:
@@ -100,6 +115,11 @@ class OnnxScorer(Scorer):
 def load_scorer(path: str, signature: str = SERVING_DEFAULT) -> Scorer:
     """A scorer by file kind: `*.tflite`, `*.onnx`, or a SavedModel directory."""
     if path.endswith(".tflite"):
+        if "://" in path:  # the interpreter opens files itself: hand it the bytes
+            with tf.io.gfile.GFile(path, "rb") as f:
+                scorer = TFLiteScorer(model_content=f.read())
+            scorer.columns = dense_signature.read_columns(path)
+            return scorer
         return TFLiteScorer(path)
     if path.endswith(".onnx"):
         return OnnxScorer(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import keras
 import keras_tuner
 import numpy as np
@@ -17,16 +19,18 @@ EPOCHS_KEY = "epochs"
 BATCH_SIZE_KEY = "batch_size"
 STRATEGY_KEY = "strategy"
 MIXED_PRECISION_KEY = "mixed_precision"
+GUARD_BAND_KEY = "guard_band"
+SEED_KEY = "seed"  # must equal the Transform's (pipeline/pipeline.py passes both)
 
 
-def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput) -> dict:
+def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput, columns) -> dict:
     """What `serving_default` parses: the model's raw inputs only, a missing test parsed as NaN.
 
-    Ids, bins, the label and the oracle probability are not needed to score a die.
+    Ids, bins and the label are not needed to score a die.
     """
     spec = {}
     for key, value in tf_transform_output.raw_feature_spec().items():
-        if key not in features.MODEL_FEATURES:
+        if key not in columns:
             continue
         if isinstance(value, tf.io.FixedLenFeature) and value.dtype == tf.float32:
             missing = np.full(value.shape, np.nan, np.float32).tolist()
@@ -35,29 +39,44 @@ def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput) -> dict
     return spec
 
 
-def _model_inputs(transformed: dict) -> dict:
-    names = features.DENSE_XF + features.CATEGORICAL_XF
-    return {n: tf.reshape(transformed[n], [-1, 1]) for n in names}
-
-
 class ServingModule(tf.Module):
     """The exported graph: parse tf.Examples -> TFT layer -> model -> calibrated probability.
 
     `serve_dense` is the same model behind the Transform re-expressed for one dense float32
-    matrix of raw features (models/dense_signature.py): the input TF Lite and ONNX export.
+    matrix of raw features (models/dense_signature.py): the input TF Lite and ONNX export. Its
+    column order is saved with the model as `assets/dense_columns.json`; the test program the
+    model was built from rides along as `assets/test_program.json` (the transform graph's asset).
     """
 
-    def __init__(self, keras_model: keras.Model, tf_transform_output: tft.TFTransformOutput, shift: float):
+    def __init__(
+        self,
+        keras_model: keras.Model,
+        tf_transform_output: tft.TFTransformOutput,
+        shift: float,
+        guard_band: float = features.DEFAULT_GUARD_BAND,
+    ):
         super().__init__()
         self.model = keras_model
+        self.input_names = [t.name for t in keras_model.inputs]
         self.tft_layer = tf_transform_output.transform_features_layer()
-        self.raw_spec = serving_raw_feature_spec(tf_transform_output)
         self.shift = tf.constant(shift, tf.float32)
-        self.transform_constants = dense_signature.TransformConstants.from_transform_output(tf_transform_output)
+        self.transform_constants = dense_signature.TransformConstants.from_transform_output(
+            tf_transform_output, guard_band
+        )
+        self.columns = self.transform_constants.columns
+        self.raw_spec = serving_raw_feature_spec(tf_transform_output, self.columns)
         self.dense_transform = dense_signature.DenseTransform(self.transform_constants)
+        self.dense_columns_asset = tf.saved_model.Asset(
+            dense_signature.write_columns(self.columns, tempfile.mkdtemp(prefix="dense_columns"))
+        )
+        self.serve_dense = tf.function(
+            self._serve_dense,
+            input_signature=[tf.TensorSpec([None, len(self.columns)], tf.float32, name=dense_signature.DENSE_INPUT)],
+        )
 
     def probability(self, transformed: dict) -> tf.Tensor:
-        logit = tf.cast(self.model(_model_inputs(transformed), training=False), tf.float32)
+        inputs = {n: tf.reshape(transformed[n], [-1, 1]) for n in self.input_names}
+        logit = tf.cast(self.model(inputs, training=False), tf.float32)
         return tf.sigmoid(logit - self.shift)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -70,16 +89,11 @@ class ServingModule(tf.Module):
         parsed = tf.io.parse_example(serialized, self.raw_spec)
         return self.tft_layer(parsed)
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, len(dense_signature.DENSE_COLUMNS)], tf.float32, name=dense_signature.DENSE_INPUT)
-        ]
-    )
-    def serve_dense(self, dies):
+    def _serve_dense(self, dies):
         return {features.PROBABILITY_KEY: self.probability(self.dense_transform(dies))}
 
 
-def float32_copy(keras_model: keras.Model, hp: keras_tuner.HyperParameters, site_vocab_size: int) -> keras.Model:
+def float32_copy(keras_model: keras.Model, hp: keras_tuner.HyperParameters, spec: model.ModelInputs) -> keras.Model:
     """The trained network rebuilt under the float32 policy, holding the same weights.
 
     A model trained under mixed precision runs its layers in bfloat16/float16; exported as is, every
@@ -88,13 +102,15 @@ def float32_copy(keras_model: keras.Model, hp: keras_tuner.HyperParameters, site
     compute the same numbers from the same trained weights.
     """
     keras.mixed_precision.set_global_policy("float32")
-    copy = model.build_model(hp, site_vocab_size)
+    copy = model.build_model(hp, spec)
     copy.set_weights(keras_model.get_weights())
     return copy
 
 
-def export_serving_model(keras_model, tf_transform_output, shift: float, path: str) -> None:
-    module = ServingModule(keras_model, tf_transform_output, shift)
+def export_serving_model(
+    keras_model, tf_transform_output, shift: float, path: str, guard_band: float = features.DEFAULT_GUARD_BAND
+) -> None:
+    module = ServingModule(keras_model, tf_transform_output, shift, guard_band)
     worst = dense_signature.check_against_transform(
         module.dense_transform, module.tft_layer, module.raw_spec, module.transform_constants
     )
@@ -120,6 +136,8 @@ def _hyperparameters(fn_args) -> keras_tuner.HyperParameters:
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Train the model on transformed examples and export it with the Transform graph inside."""
     config = fn_args.custom_config or {}
+    # Seeded initialisation, dropout and shuffling: the same data and config train the same model.
+    keras.utils.set_random_seed(int(config.get(SEED_KEY, 0)))
     epochs = int(config.get(EPOCHS_KEY, 10))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     strategy = training.make_strategy(config.get(STRATEGY_KEY, "mirrored"))
@@ -134,10 +152,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     policy = training.mixed_precision_policy() if config.get(MIXED_PRECISION_KEY, True) else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    hp, vocab_size = _hyperparameters(fn_args), training.site_vocab_size(tf_transform_output)
+    hp, spec = _hyperparameters(fn_args), training.model_inputs_spec(tf_transform_output)
     try:
         with strategy.scope():
-            keras_model = model.build_model(hp, vocab_size)
+            keras_model = model.build_model(hp, spec)
         logging.info("Training on %d replica(s), policy %s, positive rate %.4f, class weights %s",
                      strategy.num_replicas_in_sync, policy, rate, weights)
         keras_model.fit(
@@ -155,7 +173,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             ],
             verbose=2,
         )
-        export_serving_model(float32_copy(keras_model, hp, vocab_size), tf_transform_output,
-                             training.prior_shift(weights), fn_args.serving_model_dir)
+        export_serving_model(float32_copy(keras_model, hp, spec), tf_transform_output,
+                             training.prior_shift(weights), fn_args.serving_model_dir,
+                             float(config.get(GUARD_BAND_KEY, features.DEFAULT_GUARD_BAND)))
     finally:
         training.reset_policy()

@@ -11,6 +11,7 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from models import features
+from models.model import ModelInputs
 
 
 def input_fn(file_pattern, data_accessor, tf_transform_output: tft.TFTransformOutput, batch_size: int,
@@ -70,8 +71,18 @@ def make_strategy(name: str = "mirrored") -> tf.distribute.Strategy:
     raise ValueError(f"unknown distribution strategy {name!r}")
 
 
-def site_vocab_size(tf_transform_output: tft.TFTransformOutput) -> int:
-    return tf_transform_output.vocabulary_size_by_name(features.vocabulary_name(features.SITE_KEY))
+def model_inputs_spec(tf_transform_output: tft.TFTransformOutput) -> ModelInputs:
+    """What the model reads, from the Transform's outputs: its width follows the test program."""
+    keys = [k for k in tf_transform_output.transformed_feature_spec() if k != features.LABEL_KEY]
+    dense, categorical = features.model_input_names(keys)
+    sizes = {
+        features.transformed_name(features.SLOT_FEATURE): tf_transform_output.vocabulary_size_by_name(
+            features.vocabulary_name(features.SLOT_FEATURE)
+        )
+        + features.NUM_OOV_BUCKETS,
+        features.transformed_name(features.ZONE): features.N_ZONES,
+    }
+    return ModelInputs(dense=tuple(dense), categorical={k: sizes[k] for k in categorical})
 
 
 def reset_policy() -> None:

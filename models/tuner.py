@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import keras_tuner
 import tensorflow_transform as tft
 from tfx import v1 as tfx
@@ -19,13 +20,14 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     fn_args.custom_config: max_trials (search budget), epochs per trial.
     """
     config = fn_args.custom_config or {}
+    keras.utils.set_random_seed(int(config.get("seed", 7)))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    vocab = training.site_vocab_size(tf_transform_output)
+    spec = training.model_inputs_spec(tf_transform_output)
     batch_size = int(config.get("batch_size", 256))
     epochs = int(config.get(EPOCHS_KEY, 2))
 
     tuner = keras_tuner.BayesianOptimization(
-        hypermodel=lambda hp: model.build_model(hp, vocab),
+        hypermodel=lambda hp: model.build_model(hp, spec),
         objective=keras_tuner.Objective("val_auc", direction="max"),
         max_trials=int(config.get(TRIALS_KEY, 3)),
         hyperparameters=model.get_hyperparameters(),

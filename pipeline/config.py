@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import os
-from collections.abc import Callable
-from typing import Any
 
 from data.writers import wafer_file_pattern
 from pipeline import beam_args as beam_profiles
@@ -19,14 +16,21 @@ class RunConfig:
 
     output_dir: str = "output"
     data_dir: str = ""  # default: <output_dir>/data, generated if missing
-    pipeline_name: str = "waferflow"
-    # Synthetic data, used when data_dir has no dataset yet.
+    # One pipeline (MLMD contexts, blessed-model baseline, serving directory) per product: empty
+    # means "waferflow" on your own files and "waferflow-<product>" on a synthetic product.
+    pipeline_name: str = ""
+    # Synthetic data, used when data_dir has no dataset yet: a built-in product (data/products).
+    product: str = "WF7N"
     lots: int = 10
     wafers_per_lot: int = 5
     seed: int = 42
     # Input.
     input_format: str = "stdf"  # a key of data.readers.READERS: "stdf" (STDF V4 files) or "parquet"
     bad_file_policy: str = "fail"
+    input_pattern: str = ""  # glob of tester files under the data dir; default: see `file_pattern`
+    labels_pattern: str = "labels/*.parquet"  # final-test labels sidecar(s), relative to the data dir
+    # Features: a test within this many robust sigmas of a limit counts as near it (models/preprocessing.py).
+    guard_band: float = 1.5
     # Training.
     train_steps: int = 1200
     eval_steps: int = 60
@@ -58,9 +62,15 @@ class RunConfig:
     beam_args: tuple[str, ...] = ()
     enable_cache: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.pipeline_name:
+            name = "waferflow" if self.data_dir else f"waferflow-{self.product.lower()}"
+            object.__setattr__(self, "pipeline_name", name)
+
     @property
     def dataset_dir(self) -> str:
-        return self.data_dir or os.path.join(self.output_dir, "data")
+        """The data: `data_dir` (your files), else the synthetic product's generated dataset."""
+        return self.data_dir or os.path.join(self.output_dir, "data", self.product)
 
     @property
     def pipeline_root(self) -> str:
@@ -74,19 +84,12 @@ class RunConfig:
     def serving_model_dir(self) -> str:
         return os.path.join(self.output_dir, "serving_model", self.pipeline_name)
 
-    def pipeline_arguments(self, create_pipeline: Callable) -> dict[str, Any]:
-        """Arguments for `create_pipeline` that come straight from this config.
-
-        Every field `create_pipeline` takes under the same name (training budget, gates, exports, ...)
-        passes through, so a knob added here reaches the local and the Kubeflow runner alike; the
-        runner adds what differs between them (roots, data location, MLMD connection).
-        """
-        accepted = inspect.signature(create_pipeline).parameters
-        return {
-            **{k: v for k, v in dataclasses.asdict(self).items() if k in accepted},
-            "input_pattern": wafer_file_pattern(self.input_format),
-            "beam_pipeline_args": self.beam_pipeline_args(),
-        }
+    @property
+    def file_pattern(self) -> str:
+        """Glob of tester files under the data dir: `input_pattern`, else the generated layout
+        for the input format, compressed files included (`wafers/*/*.stdf*`: .stdf, .stdf.gz, .stdf.bz2)."""
+        compressed = "*" if self.input_format == "stdf" else ""
+        return self.input_pattern or wafer_file_pattern(self.input_format) + compressed
 
     def beam_pipeline_args(self) -> list[str]:
         """The profile's arguments, then the extra ones; direct-runner defaults unless those pick a runner."""

@@ -39,15 +39,13 @@ def build(
 ) -> tfx.dsl.Pipeline:
     """The pipeline as KFP runs it: data_root a runtime parameter, no MLMD connection of its own."""
     return create_pipeline(
-        **{
-            **config.pipeline_arguments(create_pipeline),
-            "pipeline_root": pipeline_root,
-            "data_root": tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=data_root),
-            "serving_model_dir": serving_model_dir
-            or f"{pipeline_root.rstrip('/')}/serving_model/{config.pipeline_name}",
-            "metadata_connection_config": None,
-            "baseline_strategy": "latest_blessed",
-        }
+        config,
+        pipeline_root=pipeline_root,
+        data_root=tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=data_root),
+        serving_model_dir=serving_model_dir or f"{pipeline_root.rstrip('/')}/serving_model/{config.pipeline_name}",
+        metadata_connection_config=None,
+        beam_pipeline_args=config.beam_pipeline_args(),
+        baseline_strategy="latest_blessed",
     )
 
 

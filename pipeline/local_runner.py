@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
@@ -20,29 +21,34 @@ from pipeline.pipeline import create_pipeline
 
 
 def ensure_dataset(config: RunConfig) -> None:
-    """Generate the synthetic dataset into the data dir unless one is already there."""
+    """Your own files (`--data-dir`): check there are some. Otherwise generate the synthetic
+    product's dataset into <output>/data/<product> unless it is already there."""
+    if config.data_dir:
+        pattern = os.path.join(config.data_dir, config.file_pattern)
+        if not glob.glob(pattern):
+            raise FileNotFoundError(f"no tester files match {pattern}: check --data-dir, --input-format "
+                                    f"and --input-pattern (README, 'Pointing it at other data')")
+        return
     manifest_path = os.path.join(config.dataset_dir, "manifest.json")
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
-            existing = json.load(f).get("format", "parquet")
-        if existing == config.input_format:
-            return
-        if config.data_dir:
-            raise ValueError(f"{config.data_dir} holds {existing} files, not {config.input_format}: "
-                             f"pass --input-format {existing}")
-        # A generated dataset in another format (an earlier default): write this format beside it;
-        # the same generator config gives the same dies and labels.
-    if config.data_dir:
-        raise FileNotFoundError(f"{config.data_dir} has no manifest.json: not a waferflow dataset directory")
-    generator = GeneratorConfig(lots=config.lots, wafers_per_lot=config.wafers_per_lot, seed=config.seed)
+            if json.load(f).get("format", "parquet") == config.input_format:
+                return
+        # A generated dataset in another format: write this format beside it; the same generator
+        # config gives the same dies and labels.
+    generator = GeneratorConfig(
+        lots=config.lots, wafers_per_lot=config.wafers_per_lot, seed=config.seed, product=config.product
+    )
     manifest = write_dataset(generator, config.dataset_dir, config.input_format)
-    print(f"generated {manifest['dies']} dies in {len(manifest['wafers'])} wafers into {config.dataset_dir}")
+    print(f"generated {manifest['dies']} dies of product {config.product} in {len(manifest['wafers'])} wafers "
+          f"into {config.dataset_dir}")
 
 
 def build(config: RunConfig) -> tfx.dsl.Pipeline:
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
     return create_pipeline(
-        **config.pipeline_arguments(create_pipeline),
+        config,
+        beam_pipeline_args=config.beam_pipeline_args(),
         pipeline_root=config.pipeline_root,
         data_root=os.path.abspath(config.dataset_dir),
         serving_model_dir=config.serving_model_dir,
@@ -58,7 +64,9 @@ def run(config: RunConfig) -> dict:
     # Fail before any component runs if the Beam arguments would not start their runner.
     beam_args.validate(pipeline.beam_pipeline_args)
     tfx.orchestration.LocalDagRunner().run(pipeline)
-    return summary.run_summary(config.metadata_path, config.pipeline_name)
+    return summary.run_summary(
+        config.metadata_path, config.pipeline_name, os.path.join(config.dataset_dir, config.labels_pattern)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

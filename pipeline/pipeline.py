@@ -6,13 +6,16 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
+from tfx.types.standard_component_specs import CUSTOM_CONFIG_KEY
 
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 from components.onnx_exporter.component import OnnxExporter
 from components.tflite_exporter.component import TFLiteExporter
+from components.transform_config.component import TransformConfig
 from components.wafer_example_gen.component import WaferExampleGen
 from models import features
 from pipeline.beam_args import with_worker_setup
+from pipeline.config import RunConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 TUNER_FN = "models.tuner.tuner_fn"
@@ -41,7 +44,7 @@ def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float)
                 preprocessing_function_names=["transform_features"],
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in features.SLICE_FEATURES],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=list(k)) for k in features.SLICES],
         metrics_specs=[
             tfma.MetricsSpec(
                 metrics=[
@@ -72,65 +75,54 @@ def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float)
 
 
 def create_pipeline(
-    pipeline_name: str,
+    config: RunConfig,
     pipeline_root: str,
     data_root: str | tfx.dsl.experimental.RuntimeParameter,
     serving_model_dir: str,
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None,
     beam_pipeline_args: list[str],
-    input_format: str = "parquet",
-    input_pattern: str = "wafers/*/*.parquet",
-    labels_pattern: str = "labels/*.parquet",
-    bad_file_policy: str = "fail",
-    train_steps: int = 1000,
-    eval_steps: int = 100,
-    epochs: int = 10,
-    batch_size: int = 256,
-    enable_tuning: bool = True,
-    tuner_trials: int = 3,
-    tuner_steps: int = 200,
-    tuner_epochs: int = 2,
-    strategy: str = "mirrored",
-    mixed_precision: bool = True,
-    min_auc: float = 0.6,
-    max_auc_drop: float = 0.01,
-    operating_threshold: float = 0.1,
-    enable_cache: bool = True,
     baseline_strategy: str = "latest_blessed_other",
-    export_tflite: bool = True,
-    tflite_int8: bool = False,
-    export_onnx: bool = True,
 ) -> tfx.dsl.Pipeline:
     """ExampleGen -> statistics, schema, validation -> Transform -> Tuner -> Trainer -> Evaluator -> Pusher,
-    plus TF Lite and ONNX exports of the blessed model beside the Pusher."""
+    plus TF Lite and ONNX exports of the blessed model beside the Pusher.
+
+    Every knob comes from `config` (pipeline/config.py, the one place defaults live); the runner
+    supplies where things are (roots, MLMD, Beam arguments) and, on Kubeflow, the baseline strategy.
+    """
+    c = config
     example_gen = WaferExampleGen(
         input_base=data_root,
-        input_format=input_format,
-        input_pattern=input_pattern,
-        labels_pattern=labels_pattern,
-        bad_file_policy=bad_file_policy,
+        input_format=c.input_format,
+        input_pattern=c.file_pattern,
+        labels_pattern=c.labels_pattern,
+        bad_file_policy=c.bad_file_policy,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
+    transform_config = TransformConfig(examples=example_gen.outputs["examples"], guard_band=float(c.guard_band))
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
     )
-    components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
+    # The Transform builds its features from the test program the ingest learned, which exists only
+    # once the ExampleGen has run: its custom_config is made at run time (components/transform_config).
+    transform.exec_properties[CUSTOM_CONFIG_KEY] = transform_config.outputs["config"].future()[0].value
+    components = [example_gen, statistics_gen, schema_gen, example_validator, transform_config, transform]
 
     hyperparameters = None
-    if enable_tuning:
+    if c.enable_tuning:
         tuner = tfx.components.Tuner(
             tuner_fn=TUNER_FN,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
-            train_args=tfx.proto.TrainArgs(num_steps=tuner_steps),
-            eval_args=tfx.proto.EvalArgs(num_steps=max(1, eval_steps // 2)),
-            custom_config={"max_trials": tuner_trials, "epochs": tuner_epochs, "batch_size": batch_size},
+            train_args=tfx.proto.TrainArgs(num_steps=c.tuner_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=max(1, c.eval_steps // 2)),
+            custom_config={"max_trials": c.tuner_trials, "epochs": c.tuner_epochs, "batch_size": c.batch_size,
+                           "seed": c.seed},
         )
         hyperparameters = tuner.outputs["best_hyperparameters"]
         components.append(tuner)
@@ -141,13 +133,15 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,
-        train_args=tfx.proto.TrainArgs(num_steps=train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=eval_steps),
+        train_args=tfx.proto.TrainArgs(num_steps=c.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=c.eval_steps),
         custom_config={
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "strategy": strategy,
-            "mixed_precision": mixed_precision,
+            "epochs": c.epochs,
+            "batch_size": c.batch_size,
+            "strategy": c.strategy,
+            "mixed_precision": c.mixed_precision,
+            "guard_band": float(c.guard_band),
+            "seed": c.seed,
         },
     )
     if baseline_strategy not in BASELINE_STRATEGIES:
@@ -168,7 +162,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(min_auc, max_auc_drop, operating_threshold),
+        eval_config=eval_config(c.min_auc, c.max_auc_drop, c.operating_threshold),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -179,24 +173,24 @@ def create_pipeline(
     )
     components += [trainer, model_resolver, evaluator, pusher]
     # Side exports of the blessed model; like the Pusher, each exports nothing unless it is blessed.
-    if export_tflite:
+    if c.export_tflite:
         components.append(TFLiteExporter(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
             examples=example_gen.outputs["examples"],
-            quantize_int8=tflite_int8,
+            quantize_int8=c.tflite_int8,
         ))
-    if export_onnx:
+    if c.export_onnx:
         components.append(OnnxExporter(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
             examples=example_gen.outputs["examples"],
         ))
     return tfx.dsl.Pipeline(
-        pipeline_name=pipeline_name,
+        pipeline_name=c.pipeline_name,
         pipeline_root=pipeline_root,
         components=components,
-        enable_cache=enable_cache,
+        enable_cache=c.enable_cache,
         metadata_connection_config=metadata_connection_config,
         # Every Beam worker process must install the tfx-bsl stand-in first: pipeline/beam_worker_setup.py.
         beam_pipeline_args=with_worker_setup(beam_pipeline_args),

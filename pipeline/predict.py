@@ -30,10 +30,9 @@ import numpy as np
 import pandas as pd
 
 from data.readers import READERS
-from data.test_program import PASS_BIN
-from data.wafer_features import add_wafer_context
+from data.wafers import assemble_wafer
 from models import dense_signature, features
-from models.scoring import SERVING_DEFAULT, Scorer, load_scorer
+from models.scoring import SERVING_DEFAULT, Scorer, example_columns, load_scorer
 
 OUTPUT_COLUMNS = ("lot_id", "wafer_id", "x", "y", "part_id", "probability")
 SIGNATURES = (SERVING_DEFAULT, dense_signature.DENSE_SIGNATURE)
@@ -54,7 +53,8 @@ def input_format_of(paths: list[str], input_format: str | None) -> str:
         if input_format not in READERS:
             raise ValueError(f"unknown input format {input_format!r}; choose from {sorted(READERS)}")
         return input_format
-    extensions = {os.path.splitext(p)[1].lstrip(".").lower() for p in paths}
+    # `.stdf.gz` / `.stdf.bz2`: the format is the extension under the compression's.
+    extensions = {os.path.splitext(p.removesuffix(".gz").removesuffix(".bz2"))[1].lstrip(".").lower() for p in paths}
     if len(extensions) == 1 and (ext := extensions.pop()) in READERS:
         return ext
     raise ValueError(f"cannot tell the input format from {sorted(extensions)}: pass --input-format")
@@ -63,9 +63,9 @@ def input_format_of(paths: list[str], input_format: str | None) -> str:
 def read_dies(paths: Iterable[str], input_format: str) -> Iterator[pd.DataFrame]:
     """One DataFrame per wafer: its sort-passing dies with the wafer context features.
 
-    The same steps as the ingest (components/wafer_example_gen): every read of a wafer across the
-    files, in file order, the last test of a die wins, context from the whole wafer (fails
-    included), then sort fails dropped.
+    The ingest's own per-wafer code (data/wafers.py): every read of a wafer across the files in
+    test-time order, the last test of a die wins, context from the whole wafer (fails included),
+    then the dies that failed sort by their file's good bins dropped.
     """
     reader = READERS[input_format]
     reads = defaultdict(list)
@@ -73,12 +73,7 @@ def read_dies(paths: Iterable[str], input_format: str) -> Iterator[pd.DataFrame]
         for wafer in reader(path):
             reads[(wafer.lot_id, wafer.wafer_id)].append(wafer)
     for key in sorted(reads):
-        wafers = sorted(reads[key], key=lambda w: w.source)
-        dies = pd.concat([w.dies for w in wafers], ignore_index=True)
-        kept = dies.drop_duplicates(subset=["x", "y"], keep="last").reset_index(drop=True)
-        wafer = add_wafer_context(kept)
-        passed = wafer[wafer["hard_bin"] == PASS_BIN].astype({"x": np.int64, "y": np.int64})
-        yield passed.reset_index(drop=True)
+        yield assemble_wafer(reads[key]).passed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,21 +86,29 @@ def rest_url(base_url: str, model_name: str = DEFAULT_MODEL_NAME, version: int |
     return base_url.rstrip("/") + path + ":predict"
 
 
-def rest_request(dies: pd.DataFrame, signature: str = SERVING_DEFAULT) -> dict:
+def rest_request(dies: pd.DataFrame, signature: str = SERVING_DEFAULT, columns: tuple[str, ...] = ()) -> dict:
     """The JSON body of a predict request.
 
     serving_default (one input, `examples`, a string tensor): row format, one instance per die,
     the serialized tf.Example base64-encoded as {"b64": ...}.
-    serve_dense (one input, `dies`): columnar format, {"inputs": {"dies": [[...59 floats], ...]}};
-    an unmeasured test is NaN (TF Serving's JSON parser accepts NaN).
+    serve_dense (one input, `dies`): columnar format, {"inputs": {"dies": [[floats in the model's
+    `columns` order], ...]}}; an unmeasured test is NaN (TF Serving's JSON parser accepts NaN).
     """
     if signature == SERVING_DEFAULT:
-        instances = [{"b64": base64.b64encode(r).decode("ascii")} for r in dense_signature.raw_examples(dies)]
+        records = dense_signature.raw_examples(dies, example_columns(dies))
+        instances = [{"b64": base64.b64encode(r).decode("ascii")} for r in records]
         return {"signature_name": signature, "instances": instances}
     if signature == dense_signature.DENSE_SIGNATURE:
-        matrix = dense_signature.dense_matrix(dies)
+        matrix = dense_signature.dense_matrix(dies, _need_columns(columns))
         return {"signature_name": signature, "inputs": {dense_signature.DENSE_INPUT: matrix.tolist()}}
     raise ValueError(f"signature must be one of {SIGNATURES}")
+
+
+def _need_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
+    if not columns:
+        raise ValueError("serve_dense needs the model's column order: pass --dense-columns (the SavedModel "
+                         "directory, or its assets/dense_columns.json)")
+    return columns
 
 
 def parse_rest_response(body: dict) -> np.ndarray:
@@ -137,16 +140,18 @@ class RestClient(Scorer):
         version: int | None = None,
         signature: str = SERVING_DEFAULT,
         timeout_s: float = 60.0,
+        columns: tuple[str, ...] = (),
     ):
         import requests  # imported here: only the REST client needs it
 
+        self.columns = columns
         self.url = rest_url(base_url, model_name, version)
         self.signature, self.timeout_s = signature, timeout_s
         self._session = requests.Session()
         self.name = f"TF Serving REST {self.url}"
 
     def prepare(self, dies: pd.DataFrame) -> dict:
-        return rest_request(dies, self.signature)
+        return rest_request(dies, self.signature, self.columns)
 
     def predict(self, prepared: dict) -> np.ndarray:
         response = self._session.post(
@@ -170,9 +175,10 @@ def grpc_request(
     model_name: str = DEFAULT_MODEL_NAME,
     version: int | None = None,
     signature: str = SERVING_DEFAULT,
+    columns: tuple[str, ...] = (),
 ):
     """A PredictRequest: `examples` DT_STRING [n] of serialized tf.Examples (serving_default) or
-    `dies` DT_FLOAT [n, 59] (serve_dense)."""
+    `dies` DT_FLOAT [n, len(columns)] (serve_dense)."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
@@ -182,10 +188,10 @@ def grpc_request(
     if version is not None:
         request.model_spec.version.value = version
     if signature == SERVING_DEFAULT:
-        records = dense_signature.raw_examples(dies)
+        records = dense_signature.raw_examples(dies, example_columns(dies))
         request.inputs["examples"].CopyFrom(tf.make_tensor_proto(records, dtype=tf.string, shape=[len(records)]))
     elif signature == dense_signature.DENSE_SIGNATURE:
-        matrix = dense_signature.dense_matrix(dies)
+        matrix = dense_signature.dense_matrix(dies, _need_columns(columns))
         request.inputs[dense_signature.DENSE_INPUT].CopyFrom(tf.make_tensor_proto(matrix, dtype=tf.float32))
     else:
         raise ValueError(f"signature must be one of {SIGNATURES}")
@@ -211,17 +217,19 @@ class GrpcClient(Scorer):
         version: int | None = None,
         signature: str = SERVING_DEFAULT,
         timeout_s: float = 60.0,
+        columns: tuple[str, ...] = (),
     ):
         import grpc
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
         self.model_name, self.version, self.signature, self.timeout_s = model_name, version, signature, timeout_s
+        self.columns = columns
         self._channel = grpc.insecure_channel(target)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self.name = f"TF Serving gRPC {target}"
 
     def prepare(self, dies: pd.DataFrame):
-        return grpc_request(dies, self.model_name, self.version, self.signature)
+        return grpc_request(dies, self.model_name, self.version, self.signature, self.columns)
 
     def predict(self, prepared) -> np.ndarray:
         return parse_grpc_response(self._stub.Predict(prepared, timeout=self.timeout_s))
@@ -249,7 +257,13 @@ def score(wafers: Iterable[pd.DataFrame], scorer: Scorer, batch_size: int = 512)
         probabilities[start : start + len(batch)] = result
     out = dies[list(OUTPUT_COLUMNS[:-1])].copy()
     out["probability"] = probabilities
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    # Tests the files have that the model does not know (ignored) and tests the model expects that
+    # the files lack (scored as not measured, never as zero): counted, and printed by `main`.
+    if scorer.columns:
+        mapping = dense_signature.map_columns(dies, scorer.columns)
+        out.attrs["unknown_tests"], out.attrs["missing_tests"] = mapping.unknown_tests, mapping.missing_tests
+    return out
 
 
 def write_predictions(predictions: pd.DataFrame, path: str) -> None:
@@ -264,9 +278,10 @@ def write_predictions(predictions: pd.DataFrame, path: str) -> None:
 def make_scorer(args: argparse.Namespace) -> Scorer:
     if args.model:
         return load_scorer(args.model, args.signature)
+    columns = dense_signature.read_columns(args.dense_columns) if args.dense_columns else ()
     if args.rest:
-        return RestClient(args.rest, args.model_name, args.model_version, args.signature, args.timeout)
-    return GrpcClient(args.grpc, args.model_name, args.model_version, args.signature, args.timeout)
+        return RestClient(args.rest, args.model_name, args.model_version, args.signature, args.timeout, columns)
+    return GrpcClient(args.grpc, args.model_name, args.model_version, args.signature, args.timeout, columns)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -284,6 +299,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=SIGNATURES,
         default=SERVING_DEFAULT,
         help="server or SavedModel signature (TF Lite and ONNX are always dense)",
+    )
+    parser.add_argument(
+        "--dense-columns",
+        help="with --rest/--grpc: the pushed SavedModel directory whose dense column order (assets/"
+        "dense_columns.json) to use; needed for --signature serve_dense, used to report unmapped tests",
     )
     parser.add_argument("--batch-size", type=int, default=512, help="dies per request / model call")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per server request")
@@ -305,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         f"scored {len(predictions)} sort-passing dies from {len(paths)} {input_format} files "
         f"with {scorer.name}: {args.out}"
     )
+    for key, what in (("unknown_tests", "tests in the files the model does not know (ignored)"),
+                      ("missing_tests", "tests the model expects that the files lack (scored as not measured)")):
+        found = predictions.attrs.get(key) or []
+        if found:
+            print(f"  {len(found)} {what}: {', '.join(found[:20])}{' ...' if len(found) > 20 else ''}")
     return 0
 
 

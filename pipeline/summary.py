@@ -13,7 +13,12 @@ from sklearn.metrics import roc_auc_score
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components.wafer_example_gen.executor import REPORT_FILE
-from models.features import LABEL_KEY, ORACLE_KEY
+from data.program import PROGRAM_FILE, TestProgram
+from models.features import LABEL_KEY
+
+# Ground-truth columns of the synthetic data's labels sidecar (data/writers.py), read only here.
+ORACLE_KEY = "ft_fail_prob"
+OBSERVABLE_ORACLE_KEY = "ft_fail_prob_observable"
 
 _STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
 HEADLINE_METRICS = ("auc", "pr_auc", "precision", "recall", "calibration", "mean_label", "mean_prediction",
@@ -37,22 +42,61 @@ def _custom(artifact, key: str):
     return value.int_value if value.HasField("int_value") else value.string_value
 
 
-def oracle_auc(examples_uri: str, split: str = "eval") -> float | None:
-    """AUC of the generator's true failure probability on a split: the best any model can reach.
+def oracle_auc(examples_uri: str, labels_glob: str, split: str = "eval") -> dict | None:
+    """AUC on a split of the generator's true failure probability, the best any model can reach,
+    and of the probability without its hidden per-die noise (the best from what a tester records).
 
-    Only synthetic data carries the true probability (`ORACLE_KEY`); real data returns None.
+    Ground truth lives only in the synthetic data's labels sidecar, never in the examples; it is
+    joined here by lot, wafer and x/y. Real data (no such columns) returns None.
     """
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
-    labels, truth = [], []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        feature = tf.train.Example.FromString(record.numpy()).features.feature
-        if ORACLE_KEY not in feature:
-            return None
-        labels.append(feature[LABEL_KEY].int64_list.value[0])
-        truth.append(feature[ORACLE_KEY].float_list.value[0])
-    if len(set(labels)) < 2:
+    import pandas as pd
+
+    files = sorted(tf.io.gfile.glob(labels_glob))
+    if not files:
         return None
-    return float(roc_auc_score(labels, truth))
+    truth = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    if ORACLE_KEY not in truth.columns:
+        return None
+    keys = []
+    for record in tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")),
+                                          compression_type="GZIP"):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        keys.append((feature["lot_id"].bytes_list.value[0].decode(), feature["wafer_id"].bytes_list.value[0].decode(),
+                     feature["x"].int64_list.value[0], feature["y"].int64_list.value[0]))
+    split_dies = pd.DataFrame(keys, columns=["lot_id", "wafer_id", "x", "y"])
+    truth = truth.astype({"x": "int64", "y": "int64"}).drop_duplicates(["lot_id", "wafer_id", "x", "y"], keep="last")
+    joined = split_dies.merge(truth, on=["lot_id", "wafer_id", "x", "y"])
+    if joined[LABEL_KEY].nunique() < 2:
+        return None
+    out = {"dies": len(joined), "auc": float(roc_auc_score(joined[LABEL_KEY], joined[ORACLE_KEY]))}
+    if OBSERVABLE_ORACLE_KEY in joined.columns:
+        out["auc_observable"] = float(roc_auc_score(joined[LABEL_KEY], joined[OBSERVABLE_ORACLE_KEY]))
+    return out
+
+
+def program_summary(examples_uri: str) -> dict | None:
+    """The test program the ingest learned (data/program.py), in brief, plus the full program."""
+    path = os.path.join(examples_uri, PROGRAM_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        program = TestProgram.from_json(f.read())
+    sides = {}
+    for t in program.tests:
+        sides[t.sides] = sides.get(t.sides, 0) + 1
+    return {
+        "tests": len(program.tests),
+        "ptr": sum(t.kind == "PTR" for t in program.tests),
+        "mpr_pins": sum(t.kind == "MPR" for t in program.tests),
+        "limits": sides,
+        "log_scale": [t.feature for t in program.tests if t.log_scale],
+        "good_hard_bins": program.good_hard_bins,
+        "good_soft_bins": program.good_soft_bins,
+        "grid": program.grid.to_dict() if program.grid else None,
+        "revisions": program.revisions,
+        "changes": program.changes,
+        "program": program.to_dict(),
+    }
 
 
 def anomalies_per_split(anomalies_uri: str) -> dict[str, list[str]]:
@@ -80,7 +124,7 @@ def overall_metrics(evaluation_uri: str) -> dict[str, float]:
     return {}
 
 
-def run_summary(metadata_path: str, pipeline_name: str) -> dict:
+def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None = None) -> dict:
     """Examples per split, ingest accounting, headline metrics, blessing, pushed model, cache hits."""
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
@@ -106,7 +150,8 @@ def run_summary(metadata_path: str, pipeline_name: str) -> dict:
             with tf.io.gfile.GFile(report_path) as f:
                 summary["ingest"] = json.load(f)
                 summary["examples_per_split"] = summary["ingest"].pop("examples_per_split", {})
-        summary["oracle_auc"] = oracle_auc(examples.uri)
+        summary["test_program"] = program_summary(examples.uri)
+        summary["oracle"] = oracle_auc(examples.uri, labels_glob) if labels_glob else None
 
     anomalies = _latest(store, pipeline_name, "ExampleValidator", "ExampleAnomalies")
     if anomalies is not None:
@@ -137,6 +182,14 @@ def format_summary(summary: dict) -> str:
             f"examples; excluded sort fails {ingest['excluded_sort_fail']}, no label {ingest['rejected_no_label']}, "
             f"superseded retests {ingest['superseded_retests']}, quarantined files {ingest['files_quarantined']}"
         )
+        if ingest.get("duplicate_labels"):
+            lines.append(f"  labels: {ingest['duplicate_labels']} duplicate sidecar rows (same lot, wafer, x, y); "
+                         "the last row of each die was used")
+        if ingest.get("orphan_labels"):
+            lines.append(f"  labels: {ingest['orphan_labels']} sidecar rows match no sort-passing die")
+    program = summary.get("test_program")
+    if program:
+        lines.extend(format_program(program))
         if ingest.get("skipped_records"):
             lines.append("  records read past (not used): "
                          + ", ".join(f"{k}={v}" for k, v in sorted(ingest["skipped_records"].items())))
@@ -147,8 +200,41 @@ def format_summary(summary: dict) -> str:
         lines.append("  data anomalies: " + (", ".join(f"{k}: {v}" for k, v in flagged.items()) or "none"))
     if summary.get("metrics"):
         lines.append("  eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
-    if summary.get("oracle_auc") is not None:
-        lines.append(f"  best achievable eval AUC (generator's true probabilities): {summary['oracle_auc']:.4f}")
+    oracle = summary.get("oracle")
+    if oracle:
+        line = (f"  best achievable eval AUC on {oracle['dies']} dies (generator's true probabilities): "
+                f"{oracle['auc']:.4f}")
+        if "auc_observable" in oracle:
+            line += f"; without the hidden per-die noise: {oracle['auc_observable']:.4f}"
+        lines.append(line)
     lines.append(f"  blessed: {summary.get('blessed')}")
     lines.append(f"  pushed model: {summary.get('pushed_model') or 'not pushed'}")
     return "\n".join(lines)
+
+
+def format_program(program: dict) -> list[str]:
+    """The learned test program in a few lines: tests, limits, good bins, grid, revisions, changes."""
+    limits = ", ".join(f"{n} {k}" for k, n in sorted(program["limits"].items()))
+    lines = [
+        f"  test program (learned from the files): {program['tests']} features ({program['ptr']} PTR tests, "
+        f"{program['mpr_pins']} MPR pins); limits: {limits}; log-scale margins: {len(program['log_scale'])}",
+        f"    good hard bins {program['good_hard_bins']}, good soft bins {program['good_soft_bins']}",
+    ]
+    grid = program.get("grid")
+    if grid:
+        where = (f"WCR {grid['diameter_mm']:g} mm wafer, {grid['die_width_mm']:g} x {grid['die_height_mm']:g} mm dies"
+                 if grid.get("diameter_mm") else "no WCR: radius from the dies' extent")
+        lines.append(f"    die grid x {grid['x_min']}..{grid['x_max']}, y {grid['y_min']}..{grid['y_max']} ({where})")
+    for revision in program["revisions"]:
+        name = " ".join(str(revision.get(k, "")) for k in ("PART_TYP", "JOB_NAM", "JOB_REV")).strip() or "unnamed"
+        lines.append(f"    revision {name}: {len(revision.get('lots', []))} lots")
+    changes = program["changes"]
+    if not changes:
+        lines.append("    changes across lots: none")
+    for change in changes[:10]:
+        what = change.get("feature", "")
+        detail = f" {change['from']} -> {change['to']}" if "from" in change else ""
+        lines.append(f"    change in lot {change['lot']}: {change['change']} {what}{detail}")
+    if len(changes) > 10:
+        lines.append(f"    ... {len(changes) - 10} more changes in run_summary.json")
+    return lines

@@ -66,6 +66,8 @@ class Executor(base_executor.BaseExecutor):
         tf.io.gfile.makedirs(output.uri)
         path = os.path.join(output.uri, ONNX_FILE)
         proto = convert(loaded, path, opset)
+        # The column order travels beside the model file (models/dense_signature.py).
+        dense_signature.write_columns(dense_signature.loaded_columns(loaded), output.uri)
         matrix, reference, labels = model_export.held_out_check(
             loaded, input_dict, int(exec_properties.get(PARITY_EXAMPLES_KEY) or 0)
         )
@@ -79,7 +81,7 @@ class Executor(base_executor.BaseExecutor):
             "input": {
                 "name": dense_signature.DENSE_INPUT,
                 "dtype": "float32",
-                "columns": list(dense_signature.DENSE_COLUMNS),
+                "columns": list(dense_signature.loaded_columns(loaded)),
             },
             "output": features.PROBABILITY_KEY,
             "vs_serving_default": result,

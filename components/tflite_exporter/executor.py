@@ -6,7 +6,7 @@
                         split); the Transform, the sigmoid, input and output stay float32
     export_report.json  operators, input contract, and agreement with serving_default
 
-Both files take the dense input of models/dense_signature.py (`dies`: float32 [batch, 59] raw
+Both files take the dense input of models/dense_signature.py (`dies`: float32 [batch, n_columns] raw
 features, NaN for an unmeasured test) and return `ft_fail_probability` [batch, 1]: the Transform
 and the prior shift are inside the graph.
 """
@@ -135,6 +135,8 @@ class Executor(base_executor.BaseExecutor):
         tf.io.gfile.makedirs(output.uri)
         with tf.io.gfile.GFile(os.path.join(output.uri, FLOAT32_FILE), "wb") as f:
             f.write(content)
+        # The column order travels beside the model file (models/dense_signature.py).
+        dense_signature.write_columns(dense_signature.loaded_columns(loaded), output.uri)
 
         matrix, reference, labels = model_export.held_out_check(
             loaded, input_dict, int(exec_properties.get(PARITY_EXAMPLES_KEY) or 0)
@@ -146,7 +148,7 @@ class Executor(base_executor.BaseExecutor):
             "input": {
                 "name": dense_signature.DENSE_INPUT,
                 "dtype": "float32",
-                "columns": list(dense_signature.DENSE_COLUMNS),
+                "columns": list(dense_signature.loaded_columns(loaded)),
             },
             "output": features.PROBABILITY_KEY,
             "float32": {"file": FLOAT32_FILE, "bytes": len(content), "operators": ops, "vs_serving_default": float32},
@@ -168,7 +170,9 @@ class Executor(base_executor.BaseExecutor):
         """Quantize, measure against serving_default, keep the file only if the AUC holds."""
         matrix, reference, labels = held_out
         n = int(exec_properties.get(CALIBRATION_EXAMPLES_KEY) or 0)
-        calibration = dense_signature.dense_matrix_from_examples(model_export.read_examples(input_dict, "train", n))
+        calibration = dense_signature.dense_matrix_from_examples(
+            model_export.read_examples(input_dict, "train", n), dense_signature.loaded_columns(loaded)
+        )
         content = convert_int8(loaded, calibration, float_model)
         ops = operators(content)
         _flex_free(ops, INT8_FILE)

@@ -1,10 +1,17 @@
-"""WaferExampleGen executor: tester files + labels sidecar -> tf.Examples, one per labelled die.
+"""WaferExampleGen executor: tester files + labels sidecar -> tf.Examples, one per labelled die,
+and the test program the files describe.
 
 Beam graph, per input split pattern:
 
     files --Read (file-parallel)--> wafers --+
                                              +-- CoGroupByKey(lot, wafer) --> join --> tf.Example
     labels sidecar files --Read--> labels ---+
+    files --Read--> what each file says of its program (tests, limits, good bins, revision, WCR)
+        --> distinct per lot --> merged into one `data.program.TestProgram`
+
+The learned program (`test_program.json` beside the examples, and the `test_program` custom
+property in MLMD) is what every later step builds on: the Transform makes features for each of its
+tests, the exported model stores it, the predict client maps files onto it.
 
 Every die read ends in exactly one bucket of the ingest report:
     dies_read = examples + excluded_sort_fail + rejected_no_label + superseded_retests
@@ -32,15 +39,17 @@ from absl import logging
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.types import artifact_utils, standard_component_specs
 
-from data.readers import READERS, InputFileError, WaferRead, last_test_wins
-from data.test_program import PASS_BIN
-from data.wafer_features import add_wafer_context
+from data import program as test_program
+from data.readers import READERS, InputFileError, WaferRead
+from data.wafers import assemble_wafer
 
 INPUT_FORMAT_KEY = "input_format"
 LABELS_PATTERN_KEY = "labels_pattern"
 BAD_FILE_POLICY_KEY = "bad_file_policy"
 BAD_FILE_POLICIES = ("fail", "quarantine")
-LABEL_COLUMNS = ("ft_fail", "ft_fail_prob")
+# The only column read from the sidecar. Ground truth of synthetic data (the generator's true
+# probability) stays in the sidecar: no model can ever be fed it.
+LABEL_COLUMN = "ft_fail"
 JOIN_KEYS = ["lot_id", "wafer_id", "x", "y"]
 
 REPORT_FILE = "ingest_report.json"
@@ -54,7 +63,10 @@ COUNTERS = (
     "rejected_no_label",
     "superseded_retests",
     "orphan_labels",
+    "duplicate_labels",
 )
+# Reader columns that do not go into examples: every example passed sort.
+_NOT_IN_EXAMPLES = ("sort_pass",)
 
 
 def _resolve(base: str, pattern: str) -> str:
@@ -72,6 +84,7 @@ class _ReadFile(beam.DoFn):
     """Read one tester file; emit ((lot, wafer), WaferRead) and a per-file counts dict."""
 
     STATS = "stats"
+    PROGRAMS = "programs"
 
     def __init__(self, input_format: str, policy: str):
         self._format, self._policy = input_format, policy
@@ -88,15 +101,34 @@ class _ReadFile(beam.DoFn):
                 self.STATS, {"files_quarantined": 1, "quarantined": [{"file": path, "error": str(error)}]}
             )
             return
-        stats = {"files_read": 1, "dies_read": 0, "superseded_retests": 0, "skipped_records": {}}
+        stats = {"files_read": 1, "dies_read": 0, "skipped_records": {}}
+        programs = set()
         for wafer in wafers:
             stats["dies_read"] += len(wafer.dies) + wafer.superseded
-            stats["superseded_retests"] += wafer.superseded
+            if wafer.program is not None:
+                programs.add((wafer.lot_id, _program_key(wafer.program), wafer.program.start_time))
             # Record types a format's reader read past (STDF: e.g. DTR, GDR), by type.
             for record, count in getattr(wafer, "skipped_records", {}).items():
                 stats["skipped_records"][record] = stats["skipped_records"].get(record, 0) + count
             yield (wafer.lot_id, wafer.wafer_id), wafer
+        for program in sorted(programs):
+            yield beam.pvalue.TaggedOutput(self.PROGRAMS, program)
         yield beam.pvalue.TaggedOutput(self.STATS, stats)
+
+
+def _program_key(program: test_program.FileProgram) -> str:
+    """A file's program without its start time, as canonical JSON: equal for every file of a lot
+    that ran the same program, so Distinct keeps one per lot."""
+    return json.dumps(
+        {
+            "tests": [t.to_dict() for t in program.tests],
+            "good_hard_bins": program.good_hard_bins,
+            "good_soft_bins": program.good_soft_bins,
+            "revision": program.revision,
+            "wcr": program.wcr,
+        },
+        sort_keys=True,
+    )
 
 
 def _read_labels(path: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
@@ -104,9 +136,10 @@ def _read_labels(path: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
         frame = pq.read_table(path).to_pandas()
     except Exception as error:
         raise InputFileError(path, f"labels sidecar is not a readable Parquet file ({error})") from error
-    missing = [c for c in JOIN_KEYS + list(LABEL_COLUMNS[:1]) if c not in frame.columns]
+    missing = [c for c in [*JOIN_KEYS, LABEL_COLUMN] if c not in frame.columns]
     if missing:
         raise InputFileError(path, f"labels sidecar lacks columns {missing}")
+    frame = frame[[*JOIN_KEYS, LABEL_COLUMN]]
     for (lot_id, wafer_id), labels in frame.groupby(["lot_id", "wafer_id"], sort=False):
         yield (str(lot_id), str(wafer_id)), labels
 
@@ -130,37 +163,49 @@ def die_to_example(row: dict) -> tf.train.Example:
 
 
 class _JoinLabels(beam.DoFn):
-    """Merge all reads of a wafer, add wafer context, join labels, emit examples and counts."""
+    """Assemble each wafer from its reads (data/wafers.py), join labels, emit examples and counts."""
 
     STATS = "stats"
 
     def process(self, element) -> Iterator[Any]:
         (lot_id, wafer_id), grouped = element
-        reads: list[WaferRead] = sorted(grouped["dies"], key=lambda w: w.source)
+        reads: list[WaferRead] = list(grouped["dies"])
         label_frames = list(grouped["labels"])
         labels = pd.concat(label_frames, ignore_index=True) if label_frames else pd.DataFrame(columns=JOIN_KEYS)
         stats = dict.fromkeys(("examples", "excluded_sort_fail", "rejected_no_label",
-                               "superseded_retests", "orphan_labels"), 0)
+                               "superseded_retests", "orphan_labels", "duplicate_labels"), 0)
         if not reads:
             stats["orphan_labels"] = len(labels)
             yield beam.pvalue.TaggedOutput(self.STATS, stats)
             return
-        # The same wafer in several files (a retest run): the file sorted last wins.
-        kept, stats["superseded_retests"] = last_test_wins(pd.concat([r.dies for r in reads], ignore_index=True))
-        wafer = add_wafer_context(kept)
-        passed = wafer[wafer["hard_bin"] == PASS_BIN]
-        stats["excluded_sort_fail"] = len(wafer) - len(passed)
-        label_cols = [c for c in LABEL_COLUMNS if c in labels.columns]
-        labels = labels[JOIN_KEYS + label_cols].drop_duplicates(subset=JOIN_KEYS, keep="last")
+        wafer = assemble_wafer(reads)
+        stats["superseded_retests"] = wafer.superseded
+        passed = wafer.passed
+        stats["excluded_sort_fail"] = len(wafer.dies) - len(passed)
+        # A die listed twice in the sidecar: counted and reported; the last row is the one used.
         int_xy = {"x": np.int64, "y": np.int64}
-        joined = passed.astype(int_xy).merge(labels.astype(int_xy), on=JOIN_KEYS, how="left", indicator=True)
+        labels = labels.astype(int_xy)
+        stats["duplicate_labels"] = int(labels.duplicated(subset=JOIN_KEYS).sum())
+        labels = labels.drop_duplicates(subset=JOIN_KEYS, keep="last")
+        joined = passed.merge(labels, on=JOIN_KEYS, how="left", indicator=True)
         has_label = joined["_merge"] == "both"
         stats["rejected_no_label"] = int((~has_label).sum())
         stats["orphan_labels"] = len(labels) - int(has_label.sum())
-        joined = joined[has_label].drop(columns=["_merge"])
+        joined = joined[has_label].drop(columns=["_merge", *_NOT_IN_EXAMPLES])
         for row in joined.to_dict("records"):
             yield die_to_example(row)
         stats["examples"] = len(joined)
+        # What the program needs from the data: the die grid's extent (every die) and each test's
+        # shape over the dies that become examples (data/program.py, log-scale margins).
+        stats["extent"] = {
+            "x_min": int(wafer.dies["x"].min()),
+            "x_max": int(wafer.dies["x"].max()),
+            "y_min": int(wafer.dies["y"].min()),
+            "y_max": int(wafer.dies["y"].max()),
+        }
+        stats["test_moments"] = test_program.test_moments(
+            joined, [c for c in joined.columns if test_program.is_test_feature(c)]
+        )
         yield beam.pvalue.TaggedOutput(self.STATS, stats)
 
 
@@ -169,13 +214,7 @@ class _SumStats(beam.CombineFn):
         return {**dict.fromkeys(COUNTERS, 0), "quarantined": [], "skipped_records": {}}
 
     def add_input(self, acc: dict, stats: dict) -> dict:
-        for key, value in stats.items():
-            if isinstance(value, dict):
-                for name, count in value.items():
-                    acc[key][name] = acc[key].get(name, 0) + count
-            else:
-                acc[key] = acc[key] + value
-        return acc
+        return _merge_stats(acc, stats)
 
     def merge_accumulators(self, accs) -> dict:
         total = self.create_accumulator()
@@ -185,6 +224,24 @@ class _SumStats(beam.CombineFn):
 
     def extract_output(self, acc: dict) -> dict:
         return acc
+
+
+def _merge_stats(acc: dict, stats: dict) -> dict:
+    """Counts add up (nested dicts key by key), lists concatenate, `*_min` / `*_max` keep the extreme."""
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            acc[key] = _merge_stats(acc.get(key, {}), value)
+        elif isinstance(value, list):
+            acc[key] = acc.get(key, []) + value
+        elif key not in acc:
+            acc[key] = value
+        elif key.endswith("_min"):
+            acc[key] = min(acc[key], value)
+        elif key.endswith("_max"):
+            acc[key] = max(acc[key], value)
+        else:
+            acc[key] = acc[key] + value
+    return acc
 
 
 def _write_report(report: dict, path: str) -> None:
@@ -209,7 +266,9 @@ def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any
         pipeline
         | "ListFiles" >> beam.Create(files)
         | "SpreadFiles" >> beam.Reshuffle()
-        | "ReadFiles" >> beam.ParDo(_ReadFile(input_format, policy)).with_outputs(_ReadFile.STATS, main="wafers")
+        | "ReadFiles"
+        >> beam.ParDo(_ReadFile(input_format, policy)).with_outputs(_ReadFile.STATS, _ReadFile.PROGRAMS,
+                                                                   main="wafers")
     )
     labels = (
         pipeline
@@ -222,13 +281,43 @@ def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any
         | "JoinLabels" >> beam.ParDo(_JoinLabels()).with_outputs(_JoinLabels.STATS, main="examples")
     )
     report_path = os.path.join(exec_properties[_REPORT_DIR_KEY], f"{name}.json")
+    # Programs: one entry per distinct (lot, program), with the lot's earliest start time.
+    programs = (
+        read[_ReadFile.PROGRAMS]
+        | "ProgramByLotAndKey" >> beam.Map(lambda p: ((p[0], p[1]), p[2]))
+        | "EarliestStart" >> beam.CombinePerKey(min)
+        | "AsReportEntry" >> beam.Map(lambda kv: {"file_programs": [[kv[0][0], kv[0][1], kv[1]]]})
+    )
     _ = (
-        (read[_ReadFile.STATS], joined[_JoinLabels.STATS])
+        (read[_ReadFile.STATS], joined[_JoinLabels.STATS], programs)
         | "AllStats" >> beam.Flatten()
         | "SumStats" >> beam.CombineGlobally(_SumStats())
         | "WriteReport" >> beam.Map(_write_report, report_path)
     )
     return joined.examples
+
+
+def learned_program(report: dict) -> test_program.TestProgram:
+    """The run's test program from the report's per-lot programs, grid extent and test moments."""
+    per_lot: dict[str, list[test_program.FileProgram]] = {}
+    for lot_id, key, start_time in report.get("file_programs", []):
+        d = json.loads(key)
+        per_lot.setdefault(lot_id, []).append(
+            test_program.FileProgram(
+                tests=[test_program.TestDef.from_dict(t) for t in d["tests"]],
+                good_hard_bins=d["good_hard_bins"],
+                good_soft_bins=d["good_soft_bins"],
+                revision=d["revision"],
+                start_time=start_time,
+                wcr=d["wcr"],
+            )
+        )
+    extent = report.get("extent")
+    return test_program.merge_programs(
+        per_lot,
+        (extent["x_min"], extent["x_max"], extent["y_min"], extent["y_max"]) if extent else None,
+        log_scale=test_program.log_scale_tests(report.get("test_moments", {})),
+    )
 
 
 def merge_reports(reports: list[dict]) -> dict:
@@ -267,6 +356,13 @@ class Executor(BaseExampleGenExecutor):
                 reports.append(json.load(f))
         tf.io.gfile.rmtree(report_dir)
         report = merge_reports(reports)
+        program = learned_program(report)
+        for key in ("file_programs", "test_moments", "extent"):
+            report.pop(key, None)
+        with tf.io.gfile.GFile(os.path.join(examples.uri, test_program.PROGRAM_FILE), "w") as f:
+            f.write(program.to_json())
+        report["test_program"] = {"tests": len(program.tests), "changes": len(program.changes),
+                                  "good_hard_bins": program.good_hard_bins}
         # Count what actually landed in each split: the accounting above is of what the join
         # emitted, and a runner that loses a bundle must fail the run, not shrink the data.
         report["examples_per_split"] = {
@@ -277,6 +373,10 @@ class Executor(BaseExampleGenExecutor):
         _write_report(report, os.path.join(examples.uri, REPORT_FILE))
         for key in COUNTERS:
             examples.set_int_custom_property(key, int(report[key]))
+        # The learned program in MLMD too: lineage shows what program a model was trained on.
+        examples.set_string_custom_property("test_program", program.to_json())
+        examples.set_int_custom_property("program_tests", len(program.tests))
+        examples.set_int_custom_property("program_changes", len(program.changes))
         logging.info("Ingest report: %s", {k: report[k] for k in COUNTERS})
         if not report["balanced"]:
             raise RuntimeError(f"ingest accounting does not balance: {report}")
@@ -285,5 +385,7 @@ class Executor(BaseExampleGenExecutor):
                 f"{report['examples']} examples were produced but {written} were written to "
                 f"{examples.uri}; the Beam runner lost records. Report: {report}"
             )
+        if not program.tests:
+            raise ValueError(f"no parametric tests found in {exec_properties['input_base']}: {report}")
         if report["examples"] == 0:
             raise ValueError(f"no examples produced from {exec_properties['input_base']}: {report}")

@@ -95,8 +95,12 @@ PART_FLG_ABNORMAL_END = 0x04
 PART_FLG_FAIL = 0x08
 PART_FLG_PF_INVALID = 0x10
 
-# WCR.WF_UNITS.
-WF_UNITS_MM = 3
+# WCR.WF_UNITS, and millimetres per unit (0: unknown units).
+WF_UNITS_INCH, WF_UNITS_CM, WF_UNITS_MM, WF_UNITS_MIL = 1, 2, 3, 4
+MM_PER_WF_UNIT = {WF_UNITS_INCH: "25.4", WF_UNITS_CM: "10", WF_UNITS_MM: "1", WF_UNITS_MIL: "0.0254"}
+
+# HBR.HBIN_PF / SBR.SBIN_PF: the bin is a pass or a fail bin (a space: not said).
+BIN_PASS, BIN_FAIL = ord("P"), ord("F")
 # I2 coordinate value meaning "no coordinate".
 COORD_MISSING = -32768
 # U4 count meaning "not known".

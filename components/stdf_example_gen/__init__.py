@@ -1,1 +1,0 @@
-"""StdfExampleGen: a directory of STDF V4 tester files + final-test labels -> die tf.Examples."""

@@ -1,0 +1,46 @@
+"""One wafer from all its reads: the per-wafer steps the ingest and the predict client share.
+
+A wafer can be tested in several files (a first pass, then a retest run). Its dies are every read
+in test-time order (MIR START_T, then file path), the last test of each X/Y wins, and the wafer
+context (data/wafer_features.py) is computed over the whole wafer, sort fails included. Only then
+are sort fails set aside: they never reach final test. Both the ingest (components/wafer_example_gen)
+and `waferflow-predict` (pipeline/predict.py) call `assemble_wafer`, so training and scoring see
+the same dies with the same features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from data.readers import WaferRead, last_test_wins
+from data.wafer_features import add_wafer_context
+
+
+@dataclasses.dataclass
+class Wafer:
+    """A wafer after retests: every die once (with context), and how many earlier tests were replaced."""
+
+    lot_id: str
+    wafer_id: str
+    dies: pd.DataFrame  # every die, last test wins, context columns added
+    superseded: int  # earlier tests replaced, across and within files
+
+    @property
+    def passed(self) -> pd.DataFrame:
+        """The dies that passed sort by their file's good bins: the ones that go on to final test."""
+        return self.dies[self.dies["sort_pass"].to_numpy(bool)].reset_index(drop=True)
+
+
+def assemble_wafer(reads: list[WaferRead]) -> Wafer:
+    """All reads of one wafer -> one `Wafer` (see the module docstring)."""
+    if not reads:
+        raise ValueError("assemble_wafer needs at least one read")
+    ordered = sorted(reads, key=lambda r: (r.start_time, r.source))
+    within = sum(r.superseded for r in ordered)
+    dies = pd.concat([r.dies for r in ordered], ignore_index=True)
+    kept, across = last_test_wins(dies)
+    kept = kept.astype({"x": np.int64, "y": np.int64})
+    return Wafer(ordered[0].lot_id, ordered[0].wafer_id, add_wafer_context(kept), within + across)
