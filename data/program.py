@@ -36,6 +36,15 @@ def is_test_feature(name: str) -> bool:
     return _FEATURE_RE.match(name) is not None
 
 
+def parse_feature(name: str) -> tuple[int, int | None]:
+    """(TEST_NUM, pin or None) of a test feature name: the inverse of `feature_name`."""
+    match = _FEATURE_RE.match(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not a test feature name (t<number> or t<number>_p<pin>)")
+    number, pin = match.groups()
+    return int(number), None if pin is None else int(pin)
+
+
 def _same(a: float | None, b: float | None) -> bool:
     if a is None or b is None:
         return a is b
@@ -143,6 +152,31 @@ class FileProgram:
     revision: dict = dataclasses.field(default_factory=dict)  # MIR PART_TYP, JOB_NAM, JOB_REV
     start_time: int = 0  # MIR START_T (else WIR START_T), seconds since 1970: orders retests
     wcr: dict | None = None  # WCR fields in mm: diameter_mm, die_width_mm, die_height_mm, center_x, center_y
+
+    # Parquet schema metadata key holding `to_dict()` as JSON (data/writers.py writes, data/readers.py reads).
+    METADATA_KEY = b"waferflow.file_program"
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the fields, each test as `TestDef.to_dict()`."""
+        return {
+            "tests": [t.to_dict() for t in self.tests],
+            "good_hard_bins": self.good_hard_bins,
+            "good_soft_bins": self.good_soft_bins,
+            "revision": self.revision,
+            "start_time": self.start_time,
+            "wcr": self.wcr,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FileProgram:
+        return cls(
+            tests=[TestDef.from_dict(t) for t in d.get("tests") or []],
+            good_hard_bins=None if d.get("good_hard_bins") is None else [int(b) for b in d["good_hard_bins"]],
+            good_soft_bins=None if d.get("good_soft_bins") is None else [int(b) for b in d["good_soft_bins"]],
+            revision=dict(d.get("revision") or {}),
+            start_time=int(d.get("start_time") or 0),
+            wcr=d.get("wcr"),
+        )
 
 
 @dataclasses.dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data import fs
-from data.program import FileProgram, TestDef, is_test_feature
+from data.program import FileProgram, TestDef, is_test_feature, parse_feature
 
 # Columns every reader must produce for every die; test columns (`data.program.feature_name`) follow.
 # `head` and `site` together are the probe-card slot; `sort_pass` is whether the die's bin is good
@@ -76,11 +75,9 @@ def last_test_wins(dies: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 FORMAT_SUFFIXES = {".stdf": "stdf", ".parquet": "parquet"}
 # Every wafer-file name ending each format is read from (data/fs.py decompresses .gz and .bz2).
 INPUT_SUFFIXES = {fmt: (suffix, *(suffix + c for c in fs.COMPRESSIONS)) for suffix, fmt in FORMAT_SUFFIXES.items()}
-# Schema metadata key of a Parquet wafer file's program: JSON shaped like `FileProgram`.
-PROGRAM_METADATA_KEY = b"waferflow.file_program"
+PROGRAM_METADATA_KEY = FileProgram.METADATA_KEY
 
 _INT_COLUMNS = ("x", "y", "head", "site", "hard_bin", "soft_bin")
-_FEATURE = re.compile(r"^t(\d+)(?:_p(\d+))?$")  # data.program.feature_name, read back
 
 
 def format_of_path(path: str) -> str:
@@ -107,33 +104,20 @@ def read_input_file(path: str) -> bytes:
         raise InputFileError(path, f"cannot open ({error})") from error
 
 
-def file_program_from_dict(d: dict) -> FileProgram:
-    """A `FileProgram` from its JSON form (tests as `TestDef.to_dict()` dicts)."""
-    return FileProgram(
-        tests=[TestDef.from_dict(t) for t in d.get("tests") or []],
-        good_hard_bins=None if d.get("good_hard_bins") is None else [int(b) for b in d["good_hard_bins"]],
-        good_soft_bins=None if d.get("good_soft_bins") is None else [int(b) for b in d["good_soft_bins"]],
-        revision=dict(d.get("revision") or {}),
-        start_time=int(d.get("start_time") or 0),
-        wcr=d.get("wcr"),
-    )
-
-
 def _parquet_program(path: str, table: pa.Table) -> FileProgram:
     """The program in the schema metadata, else tests named by the columns (no names, units, limits)."""
     raw = (table.schema.metadata or {}).get(PROGRAM_METADATA_KEY)
     if raw is not None:
         try:
-            return file_program_from_dict(json.loads(raw))
+            return FileProgram.from_dict(json.loads(raw))
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             key = PROGRAM_METADATA_KEY.decode()
             raise InputFileError(path, f"corrupt {key} schema metadata ({type(error).__name__}: {error})") from error
     tests = []
     for name in table.column_names:
-        match = _FEATURE.match(name)
-        if match and is_test_feature(name):
-            number, pin = match.groups()
-            tests.append(TestDef(int(number), "", pin=None if pin is None else int(pin)))
+        if is_test_feature(name):
+            number, pin = parse_feature(name)
+            tests.append(TestDef(number, "", pin=pin))
     return FileProgram(tests=tests)
 
 

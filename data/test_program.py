@@ -309,12 +309,3 @@ _MX3A_FAMILIES = (
 MX3A_PROGRAM: tuple[ParametricTest, ...] = build_program(
     _MX3A_FAMILIES, {"cont": 100, "leak": 120, "idd": 140, "analog": 160, "speed": 180, "vmin": 200}, 1, 20270304
 )
-
-# --- Names kept for modules that still import the one-product program ---------------------------------
-# The WF7N product's values. Everything downstream of the ingest is moving to the program the files
-# carry (data/program.py); remove these once nothing imports them.
-PASS_BIN = 1
-FAMILY_BINS = WF7N_FAMILY_BINS
-TEST_PROGRAM = WF7N_PROGRAM
-TESTS_BY_NUMBER = {t.number: t for t in TEST_PROGRAM}
-PARAMETRIC_FEATURES: tuple[str, ...] = program_features(TEST_PROGRAM)

@@ -31,28 +31,12 @@ from data.synthetic import GeneratorConfig, WaferData, generate
 # A writer takes a wafer and a directory and writes one file there, returning its path.
 WaferWriter = Callable[[WaferData, str], str]
 
-# Parquet schema metadata key of the file's program: JSON of `data.program.FileProgram`.
-FILE_PROGRAM_METADATA_KEY = b"waferflow.file_program"
-
-
-def file_program_dict(program: FileProgram) -> dict:
-    """A `FileProgram` as JSON-ready data: its fields, each test as `TestDef.to_dict()`."""
-    return {
-        "tests": [t.to_dict() for t in program.tests],
-        "good_hard_bins": program.good_hard_bins,
-        "good_soft_bins": program.good_soft_bins,
-        "revision": program.revision,
-        "start_time": program.start_time,
-        "wcr": program.wcr,
-    }
-
-
 def write_parquet_wafer(wafer: WaferData, directory: str) -> str:
     """Columnar wafer-sort file: one row per die, one column per test feature; the program (names,
     units, limits, good bins, revision, wafer and die size) in the schema metadata."""
     table = pa.Table.from_pandas(wafer.dies, preserve_index=False)
     metadata = dict(table.schema.metadata or {})
-    metadata[FILE_PROGRAM_METADATA_KEY] = json.dumps(file_program_dict(wafer.file_program())).encode()
+    metadata[FileProgram.METADATA_KEY] = json.dumps(wafer.file_program().to_dict()).encode()
     table = table.replace_schema_metadata(metadata)
     path = os.path.join(directory, f"{wafer.wafer_id}.parquet")
     pq.write_table(table, path)

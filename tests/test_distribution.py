@@ -27,21 +27,21 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras
 import numpy as np
 
-from models import features, model, training
+from models import model, training
 
 strategy = training.make_strategy("mirrored")
 policy = training.mixed_precision_policy()
 keras.mixed_precision.set_global_policy(policy)
+spec = model.ModelInputs(dense=("t1_xf", "t2_xf", "t2_margin_xf", "x_xf"), categorical={{"slot_xf": 5, "zone_xf": 4}})
 with strategy.scope():
-    net = model.build_model(model.get_hyperparameters(), site_vocab_size=4)
+    net = model.build_model(model.get_hyperparameters(), spec)
 # The first hidden activations, to see the dtype the replicas really compute in.
 hidden = keras.Model(net.inputs, net.get_layer("relu_0").output)
 
 n = {GLOBAL_BATCH} * 3
 rng = np.random.default_rng(0)
-x = {{name: rng.normal(size=(n, 1)).astype("float32") for name in features.DENSE_XF}}
-x[features.transformed_name(features.SITE_KEY)] = rng.integers(0, 5, (n, 1))
-x[features.transformed_name(features.ZONE)] = rng.integers(0, features.N_ZONES, (n, 1))
+x = {{name: rng.normal(size=(n, 1)).astype("float32") for name in spec.dense}}
+x.update({{name: rng.integers(0, size, (n, 1)) for name, size in spec.categorical.items()}})
 y = rng.integers(0, 2, (n, 1)).astype("float32")
 dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch({GLOBAL_BATCH})
 

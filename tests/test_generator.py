@@ -14,10 +14,10 @@ import pytest
 from data import generate as generate_cli
 from data.geometry import WaferGeometry
 from data.products import PRODUCTS
-from data.program import TestDef, is_test_feature
+from data.program import FileProgram, TestDef, is_test_feature
 from data.synthetic import DIE_COLUMNS, LABEL_COLUMNS, LABEL_KEYS, GeneratorConfig, generate, lot_ids
 from data.test_program import fail_bins, program_features
-from data.writers import FILE_PROGRAM_METADATA_KEY, write_dataset
+from data.writers import write_dataset
 
 CONFIGS = {name: GeneratorConfig(product=name, lots=2, wafers_per_lot=2, seed=11) for name in PRODUCTS}
 
@@ -202,7 +202,7 @@ def test_writer_layout_manifest_and_parquet_program(tmp_path):
     wafer = pd.read_parquet(path)
     assert not [c for c in wafer.columns if c.startswith("ft_fail")]  # labels travel beside the sort data
     assert len(wafer) == manifest["wafers"][0]["dies"]
-    program = json.loads(pq.read_schema(path).metadata[FILE_PROGRAM_METADATA_KEY])
+    program = json.loads(pq.read_schema(path).metadata[FileProgram.METADATA_KEY])
     # The file's program is what a tester's file says: as the manifest's, less the log-scale choice.
     assert [TestDef.from_dict(t) for t in program["tests"]] == file_test_defs(spec)
     assert [t["feature"] for t in program["tests"]] == [c for c in wafer.columns if is_test_feature(c)]

@@ -14,8 +14,18 @@ import tensorflow as tf
 
 from components.wafer_example_gen import executor
 from components.wafer_example_gen.component import WaferExampleGen
-from data.test_program import PARAMETRIC_FEATURES
+from data.program import PROGRAM_FILE, FileProgram, TestProgram
 from tests.example_gen_harness import run_example_gen
+
+
+def program_features(dataset: str) -> list[str]:
+    with open(os.path.join(dataset, "manifest.json")) as f:
+        return [t["feature"] for t in json.load(f)["test_program"]]
+
+
+def learned(out: str) -> TestProgram:
+    with open(os.path.join(out, PROGRAM_FILE)) as f:
+        return TestProgram.from_json(f.read())
 
 
 def run_executor(input_base: str, out: str, policy: str = "fail") -> tuple[dict, dict[str, list]]:
@@ -51,9 +61,126 @@ def test_every_die_is_accounted_for_and_lots_never_straddle_splits(small_dataset
     lots = {k: {_value(e, "lot_id") for e in v} for k, v in splits.items()}
     assert lots["train"] and lots["eval"] and not lots["train"] & lots["eval"]
     example = splits["train"][0]
-    for key in ("lot_id", "wafer_id", "x", "y", "site", "hard_bin", "ft_fail", "n_fail_neighbors",
-                "wafer_yield", *PARAMETRIC_FEATURES):
+    for key in ("lot_id", "wafer_id", "x", "y", "head", "site", "hard_bin", "ft_fail", "n_fail_neighbors",
+                "wafer_yield", *program_features(small_dataset)):
         assert key in example.features.feature, key
+    # Ground truth of synthetic data stays in the sidecar: no example carries it.
+    assert not [k for e in splits["train"] for k in e.features.feature if k.startswith("ft_fail_prob")]
+
+
+def test_the_program_is_learned_from_the_files(small_dataset, tmp_path):
+    out = str(tmp_path / "out")
+    report, _ = run_executor(small_dataset, out)
+    program = learned(out)
+    with open(os.path.join(small_dataset, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert program.features == [t["feature"] for t in manifest["test_program"]]
+    by_feature = program.by_feature()
+    for test in manifest["test_program"]:
+        got = by_feature[test["feature"]]
+        assert (got.name, got.units, got.lo_limit, got.hi_limit) == (
+            test["name"], test["units"], test["lo_limit"], test["hi_limit"])
+    assert program.good_hard_bins == manifest["good_hard_bins"]
+    assert program.grid.diameter_mm == manifest["geometry"]["diameter_mm"]
+    assert program.changes == [] and len(program.revisions) == 1
+    # Leakage-like tests are right-skewed and positive: their margins are taken on a log scale.
+    assert {t["feature"] for t in manifest["test_program"] if t["log_scale"]} <= {
+        t.feature for t in program.tests if t.log_scale} | set()
+    assert report["test_program"]["tests"] == len(program.tests)
+
+
+def _edit_program(files: list[str], edit) -> None:
+    """Rewrite Parquet wafer files with their program metadata (and columns) changed by `edit`."""
+    import pyarrow.parquet as pq
+
+    for path in files:
+        table = pq.read_table(path)
+        program = FileProgram.from_dict(json.loads(table.schema.metadata[FileProgram.METADATA_KEY]))
+        frame = table.to_pandas()
+        program, frame = edit(program, frame)
+        table = pa_table(frame, {**table.schema.metadata, FileProgram.METADATA_KEY: json.dumps(program.to_dict())})
+        pq.write_table(table, path)
+
+
+def pa_table(frame, metadata):
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return table.replace_schema_metadata({k: v for k, v in metadata.items() if k != b"pandas"})
+
+
+def test_program_changes_between_lots_are_detected(small_dataset, tmp_path):
+    import dataclasses
+
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    lots = sorted(os.listdir(data / "wafers"))
+    features = program_features(small_dataset)
+    tightened, dropped = features[0], features[1]
+
+    def revise(program, frame):
+        tests = []
+        for t in program.tests:
+            if t.feature == tightened:
+                t = dataclasses.replace(t, hi_limit=t.hi_limit * 0.99)
+            if t.feature != dropped:
+                tests.append(t)
+        new = dataclasses.replace(program.tests[0], number=99000, name="new_screen", lo_limit=0.0, hi_limit=1.0)
+        frame = frame.drop(columns=[dropped]).assign(t99000=np.float32(0.5))
+        revision = {**program.revision, "JOB_REV": "2.0"}
+        start = program.start_time + 10 * 86_400  # ten days later than any lot of the first revision
+        return dataclasses.replace(program, tests=[*tests, new], revision=revision, start_time=start), frame
+
+    _edit_program(sorted(glob.glob(str(data / "wafers" / lots[-1] / "*.parquet"))), revise)
+    out = str(tmp_path / "out")
+    report, splits = run_executor(str(data), out)
+    program = learned(out)
+    changes = {(c["change"], c.get("feature")) for c in program.changes}
+    assert {("revision", None), ("added", "t99000"), ("dropped", dropped), ("redefined", tightened)} <= changes
+    assert all(c["lot"] == lots[-1] for c in program.changes)
+    # Training uses the union of tests; a changed limit is the newest revision's everywhere.
+    assert {"t99000", dropped} <= set(program.features)
+    old = json.load(open(os.path.join(small_dataset, "manifest.json")))["test_program"][0]["hi_limit"]
+    assert program.by_feature()[tightened].hi_limit == pytest.approx(old * 0.99)
+    assert {r["JOB_REV"] for r in program.revisions} == {"1.0", "2.0"}
+    assert report["balanced"]
+
+
+def test_duplicate_label_rows_are_counted(small_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    label_file = sorted(glob.glob(str(data / "labels" / "*.parquet")))[0]
+    labels = pd.read_parquet(label_file)
+    pd.concat([labels, labels.iloc[:7]], ignore_index=True).to_parquet(label_file)
+    report, _ = run_executor(str(data), str(tmp_path / "out"))
+    assert report["duplicate_labels"] == 7
+    assert report["rejected_no_label"] == 0 and report["balanced"]
+
+
+def test_retests_in_several_files_are_ordered_by_test_time_not_path(small_dataset, tmp_path):
+    import dataclasses
+
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    first = sorted(glob.glob(str(data / "wafers" / "*" / "*.parquet")))[0]
+    retest = os.path.join(os.path.dirname(first), "0_retest.parquet")  # sorts before the first pass
+    shutil.copy(first, retest)
+    feature = program_features(small_dataset)[0]
+
+    def later_and_shifted(program, frame):
+        frame = frame.head(5).assign(**{feature: np.float32(-1.0)})  # five dies tested again
+        return dataclasses.replace(program, start_time=program.start_time + 3600), frame
+
+    _edit_program([retest], later_and_shifted)
+    report, splits = run_executor(str(data), str(tmp_path / "out"))
+    assert report["superseded_retests"] == 5 and report["balanced"]
+    retested = pd.read_parquet(retest)
+    wafer_id = retested.wafer_id.iloc[0].encode()
+    values = {(_value(e, "x"), _value(e, "y")): _value(e, feature) for v in splits.values() for e in v
+              if _value(e, "wafer_id") == wafer_id}
+    for x, y, passed in zip(retested.x, retested.y, retested.sort_pass, strict=True):
+        if passed:
+            assert values[(x, y)] == -1.0  # the later test wins though its file sorts first
 
 
 def test_missing_labels_and_missing_tests_are_counted_not_zeroed(small_dataset, tmp_path):
@@ -66,7 +193,8 @@ def test_missing_labels_and_missing_tests_are_counted_not_zeroed(small_dataset, 
     wafer = pd.read_parquet(wafer_file)
     target = labels.iloc[20]
     row = (wafer.x == target.x) & (wafer.y == target.y)
-    wafer.loc[row, PARAMETRIC_FEATURES[3]] = np.nan  # a labelled pass die missing one test
+    features = program_features(small_dataset)
+    wafer.loc[row, features[3]] = np.nan  # a labelled pass die missing one test
     wafer.to_parquet(wafer_file)
 
     report, splits = run_executor(str(data), str(tmp_path / "out"))
@@ -74,8 +202,8 @@ def test_missing_labels_and_missing_tests_are_counted_not_zeroed(small_dataset, 
     (die,) = [e for v in splits.values() for e in v
               if _value(e, "wafer_id") == target.wafer_id.encode()
               and (_value(e, "x"), _value(e, "y")) == (target.x, target.y)]
-    assert PARAMETRIC_FEATURES[3] not in die.features.feature
-    assert PARAMETRIC_FEATURES[4] in die.features.feature
+    assert features[3] not in die.features.feature
+    assert features[4] in die.features.feature
 
 
 def _with_bad_file(dataset: str, tmp_path, name: str, content: bytes) -> str:
