@@ -20,7 +20,8 @@ from pipeline.config import RunConfig
 
 pytestmark = pytest.mark.e2e
 
-NODES = ("WaferExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform", "Tuner", "Trainer",
+NODES = ("WaferExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "TransformConfig", "Transform",
+         "Tuner", "Trainer",
          "latest_blessed_model_resolver", "Evaluator", "Pusher", "TFLiteExporter", "OnnxExporter")
 
 
@@ -65,7 +66,10 @@ def test_ingest_accounting_and_lot_split(first_run):
     assert summary["examples_per_split"]["train"] > 0 and summary["examples_per_split"]["eval"] > 0
     assert set(summary["anomalies"]) == {"train", "eval"}
     # The generator's true probabilities bound what any model can reach on this eval split.
-    assert 0.6 < summary["oracle_auc"] <= 1.0
+    assert 0.6 < summary["oracle"]["auc"] <= 1.0
+    # The run summary shows the program the ingest learned: the generator's 52 tests, bin 1 good.
+    program = summary["test_program"]
+    assert program["tests"] == 52 and program["good_hard_bins"] == [1] and program["changes"] == []
 
 
 def test_model_is_blessed_pushed_and_serves_serialized_examples(first_run, small_stdf_dataset):
@@ -85,14 +89,16 @@ def test_model_is_blessed_pushed_and_serves_serialized_examples(first_run, small
     stripped = []
     for record in records:
         example = tf.train.Example.FromString(record)
-        for key in (features.LABEL_KEY, features.ORACLE_KEY):
-            del example.features.feature[key]
+        del example.features.feature[features.LABEL_KEY]
         stripped.append(example.SerializeToString())
     served = tf.saved_model.load(pushed).signatures["serving_default"]
     probabilities = served(examples=tf.constant(stripped))[features.PROBABILITY_KEY].numpy()
     assert probabilities.shape == (64, 1)
     assert np.all((probabilities >= 0) & (probabilities <= 1))
     assert probabilities.std() > 0  # it looks at the die, not a constant
+    # The model carries the program it was built for and its dense column order.
+    assert os.path.exists(os.path.join(pushed, "assets", "test_program.json"))
+    assert os.path.exists(os.path.join(pushed, "assets", "dense_columns.json"))
 
 
 def test_second_run_is_all_cache_hits(first_run):
@@ -129,3 +135,32 @@ def test_model_trained_on_shuffled_labels_is_not_blessed_or_pushed(small_stdf_da
         (artifact,) = outputs
         assert artifact.custom_properties[EXPORTED_PROPERTY].int_value == 0, node
         assert not glob.glob(os.path.join(artifact.uri, "*.tflite")) + glob.glob(os.path.join(artifact.uri, "*.onnx"))
+
+
+def test_second_product_runs_through_the_same_pipeline(tmp_path):
+    """MX3A: another program (MPR pins, one- and two-sided limits), 200 mm wafer, 8 sites, good bins 1
+    and 2; nothing in the code changes, only --product."""
+    from data.synthetic import GeneratorConfig
+    from data.writers import write_dataset
+    from pipeline import predict
+    from pipeline.summary import format_summary
+
+    data = str(tmp_path / "mx3a")
+    manifest = write_dataset(GeneratorConfig(product="MX3A", lots=4, wafers_per_lot=2, seed=3), data, "stdf")
+    config = small_run(str(tmp_path / "run"), data, enable_tuning=False, export_tflite=False, export_onnx=False,
+                       min_auc=0.0, direct_running_mode="in_memory")
+    summary = local_runner.run(config)
+    assert summary["blessed"] is True and summary["pushed_model"]
+    program = summary["test_program"]
+    assert program["tests"] == len(manifest["test_program"]) and program["mpr_pins"] > 0
+    assert program["good_hard_bins"] == [1, 2]
+    assert "MPR pins" in format_summary(summary)
+    # Dies of good bin 2 (grade B) passed sort: they are examples, not excluded sort fails.
+    assert summary["ingest"]["examples"] == manifest["sort_pass"]
+
+    files = sorted(glob.glob(os.path.join(data, "wafers", "*", "*.stdf")))[:2]
+    scorer = predict.load_scorer(summary["pushed_model"])
+    assert any(c.endswith("_p0") for c in scorer.columns)  # one input per MPR pin
+    predictions = predict.score(predict.read_dies(files, "stdf"), scorer)
+    assert len(predictions) > 0 and predictions["probability"].between(0, 1).all()
+    assert predictions.attrs["unknown_tests"] == [] and predictions.attrs["missing_tests"] == []

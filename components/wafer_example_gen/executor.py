@@ -387,5 +387,12 @@ class Executor(BaseExampleGenExecutor):
             )
         if not program.tests:
             raise ValueError(f"no parametric tests found in {exec_properties['input_base']}: {report}")
+        empty = [split for split, n in report["examples_per_split"].items() if n == 0]
+        if report["examples"] and empty:
+            raise ValueError(
+                f"split(s) {empty} got no examples: every lot hashed into the other split(s). Splits are by "
+                f"lot so that no wafer straddles them; add lots ({len(program.lots)} read). Report: "
+                f"{report['examples_per_split']}"
+            )
         if report["examples"] == 0:
             raise ValueError(f"no examples produced from {exec_properties['input_base']}: {report}")

@@ -230,3 +230,48 @@ def test_bad_file_is_quarantined_and_reported(small_dataset, tmp_path):
     assert "not a readable Parquet" in report["quarantined"][0]["error"]
     assert report["files_read"] == len(glob.glob(f"{small_dataset}/wafers/*/*.parquet"))
     assert sum(len(v) for v in splits.values()) == report["examples"] > 0
+
+
+def test_stdf_files_compressed_retested_and_bad_ones_quarantined(small_stdf_dataset, tmp_path):
+    import gzip
+
+    from data.stdf.writer import encode_wafer
+    from data.synthetic import generate
+    from tests.conftest import SMALL
+    from tests.stdf_builder import Stdf
+
+    data = tmp_path / "data"
+    shutil.copytree(small_stdf_dataset, data)
+    manifest = json.load(open(data / "manifest.json"))
+    wafer = next(generate(SMALL))
+    first = data / "wafers" / wafer.lot_id / f"{wafer.wafer_id}.stdf"
+    # The same wafer archived compressed, and probed again on three dies in the same file.
+    retested = encode_wafer(wafer, retests=wafer.dies.iloc[[3, 10, 20]])
+    first.unlink()
+    (first.parent / f"{wafer.wafer_id}.stdf.gz").write_bytes(gzip.compress(retested))
+    # A tester crash cut one file short, and a final-test file (parts without X/Y) slipped in.
+    (data / "wafers" / "CRASHED").mkdir()
+    (data / "wafers" / "CRASHED" / "W99.stdf").write_bytes(encode_wafer(wafer)[:5000])
+    final_test = Stdf().mir(lot="FT1").pir().ptr(1, 0.5).prr(-32768, -32768).bytes()
+    (data / "wafers" / "CRASHED" / "FT1.stdf").write_bytes(final_test)
+
+    report, splits = run_example_gen(executor.Executor, str(data), str(tmp_path / "out"), input_format="stdf",
+                                     input_pattern="wafers/*/*.stdf*", policy="quarantine")
+    assert report["files_read"] == len(manifest["wafers"]) and report["files_quarantined"] == 2
+    errors = {os.path.basename(q["file"]): q["error"] for q in report["quarantined"]}
+    assert "truncated file" in errors["W99.stdf"] and "byte offset" in errors["W99.stdf"]
+    assert "without die coordinates" in errors["FT1.stdf"]
+    assert report["superseded_retests"] == 3
+    assert report["dies_read"] == manifest["dies"] + 3
+    assert report["examples"] == manifest["sort_pass"] == sum(len(v) for v in splits.values())
+    assert report["balanced"] and report["rejected_no_label"] == 0
+
+
+def test_bad_stdf_file_fails_the_run_naming_file_and_offset(small_stdf_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(small_stdf_dataset, data)
+    (data / "wafers" / "BAD").mkdir()
+    (data / "wafers" / "BAD" / "notes.stdf").write_bytes(b"lot notes, not a tester file")
+    with pytest.raises(Exception, match=r"notes\.stdf at byte offset 0: not an STDF file"):
+        run_example_gen(executor.Executor, str(data), str(tmp_path / "out"), input_format="stdf",
+                        input_pattern="wafers/*/*.stdf*", policy="fail")
