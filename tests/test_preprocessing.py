@@ -91,7 +91,8 @@ def test_every_test_gets_a_robust_z_and_a_margin(transformed):
 def test_per_die_summaries(transformed):
     t7 = _column(transformed, "t7_margin_xf")
     t9 = _column(transformed, "t9_margin_xf")
-    assert _column(transformed, "min_margin_xf") == pytest.approx([min(a, b) for a, b in zip(t7, t9, strict=True)], abs=1e-6)
+    smallest = [min(a, b) for a, b in zip(t7, t9, strict=True)]
+    assert _column(transformed, "min_margin_xf") == pytest.approx(smallest, abs=1e-6)
     near = [int(a < 1.5) + int(b < 1.5) for a, b in zip(t7, t9, strict=True)]
     assert _column(transformed, "n_near_limit_xf") == near
     assert _column(transformed, "n_missing_tests_xf") == [0, 0, 0, 0, 1]
