@@ -17,7 +17,8 @@ class RunConfig:
     output_dir: str = "output"
     data_dir: str = ""  # default: <output_dir>/data, generated if missing
     # One pipeline (MLMD contexts, blessed-model baseline, serving directory) per product: empty
-    # means "waferflow" on your own files and "waferflow-<product>" on a synthetic product.
+    # means "waferflow" (your own files, or the default product) and "waferflow-<product>" for
+    # another synthetic product, so its model is never gated against another product's.
     pipeline_name: str = ""
     # Synthetic data, used when data_dir has no dataset yet: a built-in product (data/products).
     product: str = "WF7N"
@@ -64,7 +65,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if not self.pipeline_name:
-            name = "waferflow" if self.data_dir else f"waferflow-{self.product.lower()}"
+            own = self.data_dir or self.product == RunConfig.product
+            name = "waferflow" if own else f"waferflow-{self.product.lower()}"
             object.__setattr__(self, "pipeline_name", name)
 
     @property

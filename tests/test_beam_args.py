@@ -114,7 +114,7 @@ def test_local_default_is_multi_process_direct_runner_with_worker_setup():
 @pytest.mark.parametrize("profile", sorted(PROFILE_ARGS))
 def test_pipeline_builds_and_compiles_with_profile(profile, tmp_path):
     pipeline = create_pipeline(
-        pipeline_name="waferflow",
+        RunConfig(),
         pipeline_root=str(tmp_path / "root"),
         data_root=str(tmp_path / "data"),
         serving_model_dir=str(tmp_path / "serving"),

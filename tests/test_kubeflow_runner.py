@@ -30,7 +30,9 @@ EXPECTED_DEPENDENCIES = {
     "StatisticsGen": {"WaferExampleGen"},
     "SchemaGen": {"StatisticsGen"},
     "ExampleValidator": {"StatisticsGen", "SchemaGen"},
-    "Transform": {"WaferExampleGen", "SchemaGen"},
+    "TransformConfig": {"WaferExampleGen"},
+    # The Transform's custom_config names the learned program: a run-time value from TransformConfig.
+    "Transform": {"WaferExampleGen", "SchemaGen", "TransformConfig"},
     "Tuner": {"Transform"},
     "Trainer": {"Transform", "SchemaGen", "Tuner"},
     BLESSING_RESOLVER: set(),
@@ -135,7 +137,7 @@ def test_local_baseline_strategy_is_refused_by_the_kubeflow_compiler(tmp_path):
     from pipeline.pipeline import create_pipeline
 
     local = create_pipeline(
-        pipeline_name="waferflow",
+        RunConfig(),
         pipeline_root=PIPELINE_ROOT,
         data_root=DATA_ROOT,
         serving_model_dir=f"{PIPELINE_ROOT}/serving",
