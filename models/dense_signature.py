@@ -147,6 +147,7 @@ class TransformConstants:
     centre: tuple[float, float]  # die grid centre and radius scale (data/program.py `Grid`)
     radius_scale: tuple[float, float]
     guard_band: float
+    limit_features: bool = True  # margins and per-die summaries among the Transform's outputs
 
     @classmethod
     def from_transform_output(
@@ -182,6 +183,8 @@ class TransformConstants:
             centre=grid.centre() if grid else (0.0, 0.0),
             radius_scale=grid.radius_scale() if grid else (0.0, 0.0),
             guard_band=guard_band,
+            limit_features=features.transformed_name(features.MIN_MARGIN)
+            in tf_transform_output.transformed_feature_spec(),
         )
 
 
@@ -289,6 +292,7 @@ class DenseTransform(tf.Module):
         self._n_slots = len(c.slot_vocabulary)
         self._centre, self._radius_scale = c.centre, c.radius_scale
         self._guard_band = c.guard_band
+        self._limit_features = c.limit_features
 
     def __call__(self, dies: tf.Tensor) -> dict[str, tf.Tensor]:
         column = {name: dies[:, i] for i, name in enumerate(self.columns)}
@@ -306,19 +310,20 @@ class DenseTransform(tf.Module):
         margins = []
         for i, test in enumerate(self._tests):
             out[features.transformed_name(test.feature)] = z[:, i]
-            if self._has_margin[i]:
+            if self._has_margin[i] and self._limit_features:
                 out[features.margin_name(test.feature)] = margin[:, i]
                 margins.append(margin[:, i])
         out[features.transformed_name(features.N_MISSING)] = tf.reduce_sum(tf.cast(missing, tf.float32), axis=1)
         batch = tf.shape(dies)[0]
-        if margins:
-            stacked = tf.stack(margins, axis=1)
-            smallest = tf.reduce_min(stacked, axis=1)
-            near = tf.reduce_sum(tf.cast(stacked < self._guard_band, tf.float32), axis=1)
-        else:
-            smallest, near = tf.fill([batch], cap), tf.zeros([batch])
-        out[features.transformed_name(features.MIN_MARGIN)] = smallest
-        out[features.transformed_name(features.N_NEAR_LIMIT)] = near
+        if self._limit_features:
+            if margins:
+                stacked = tf.stack(margins, axis=1)
+                smallest = tf.reduce_min(stacked, axis=1)
+                near = tf.reduce_sum(tf.cast(stacked < self._guard_band, tf.float32), axis=1)
+            else:
+                smallest, near = tf.fill([batch], cap), tf.zeros([batch])
+            out[features.transformed_name(features.MIN_MARGIN)] = smallest
+            out[features.transformed_name(features.N_NEAR_LIMIT)] = near
 
         other = tf.gather(dies, self._z_columns, axis=1)
         other_missing = tf.not_equal(other, other)

@@ -31,6 +31,7 @@ from models import features
 PROGRAM_DIR_KEY = "program_dir"  # custom_config: directory holding test_program.json
 PROGRAM_KEY = "program"  # custom_config: the program itself, as a dict (tests and tools)
 GUARD_BAND_KEY = "guard_band"
+LIMIT_FEATURES_KEY = "limit_features"  # False: no margins or summaries (the ablation in benchmarks/)
 PROGRAM_ASSET_KEY = "test_program"
 IQR_TO_SIGMA = 1.349  # IQR of a normal distribution in standard deviations
 Z_CAP = 20.0  # a passing die this far from the median is an outlier whatever its exact value
@@ -124,6 +125,7 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
     program = load_program(custom_config)
     _ship_program(custom_config)
     guard_band = float((custom_config or {}).get(GUARD_BAND_KEY, features.DEFAULT_GUARD_BAND))
+    with_limits = bool((custom_config or {}).get(LIMIT_FEATURES_KEY, True))
     outputs = {}
     batch_like = _as_dense_nan(inputs["x"])
     n_missing = tf.zeros_like(batch_like)
@@ -134,18 +136,19 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
         z, margin, missing = test_features(test, _as_dense_nan(inputs[test.feature]))
         outputs[features.transformed_name(test.feature)] = z
         n_missing += missing
-        if margin is not None:
+        if margin is not None and with_limits:
             outputs[features.margin_name(test.feature)] = margin
             margins.append(margin)
     outputs[features.transformed_name(features.N_MISSING)] = n_missing
-    if margins:
-        stacked = tf.stack(margins, axis=1)
-        smallest = tf.reduce_min(stacked, axis=1)
-        near = tf.reduce_sum(tf.cast(stacked < guard_band, tf.float32), axis=1)
-    else:
-        smallest, near = tf.fill(tf.shape(batch_like), features.MARGIN_CAP), tf.zeros_like(batch_like)
-    outputs[features.transformed_name(features.MIN_MARGIN)] = smallest
-    outputs[features.transformed_name(features.N_NEAR_LIMIT)] = near
+    if with_limits:
+        if margins:
+            stacked = tf.stack(margins, axis=1)
+            smallest = tf.reduce_min(stacked, axis=1)
+            near = tf.reduce_sum(tf.cast(stacked < guard_band, tf.float32), axis=1)
+        else:  # a program without limits: every die is far from them
+            smallest, near = tf.fill(tf.shape(batch_like), features.MARGIN_CAP), tf.zeros_like(batch_like)
+        outputs[features.transformed_name(features.MIN_MARGIN)] = smallest
+        outputs[features.transformed_name(features.N_NEAR_LIMIT)] = near
 
     for key in features.CONTEXT + features.COORDINATES:
         outputs[features.transformed_name(key)] = _z_score_ignoring_missing(_as_dense_nan(inputs[key]))

@@ -32,6 +32,7 @@ class RunConfig:
     labels_pattern: str = "labels/*.parquet"  # final-test labels sidecar(s), relative to the data dir
     # Features: a test within this many robust sigmas of a limit counts as near it (models/preprocessing.py).
     guard_band: float = 1.5
+    limit_features: bool = True  # per-test margins to the limits and per-die summaries (off: ablation)
     # Training.
     train_steps: int = 1200
     eval_steps: int = 60

@@ -102,7 +102,9 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
-    transform_config = TransformConfig(examples=example_gen.outputs["examples"], guard_band=float(c.guard_band))
+    transform_config = TransformConfig(
+        examples=example_gen.outputs["examples"], guard_band=float(c.guard_band), limit_features=int(c.limit_features)
+    )
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],

@@ -6,10 +6,10 @@ reach final test), scores them in batches and writes lot_id, wafer_id, x, y, par
 as CSV or Parquet (by the output's extension).
 
     # a TF Serving endpoint, REST (:8501) or gRPC (:8500); see pipeline/deploy/
-    python -m pipeline.predict 'output/data/wafers/*/*.stdf' --rest http://localhost:8501 --out p.csv
-    python -m pipeline.predict 'output/data/wafers/*/*.stdf' --grpc localhost:8500 --out p.parquet
+    python -m pipeline.predict 'output/data/WF7N/wafers/*/*.stdf' --rest http://localhost:8501 --out p.csv
+    python -m pipeline.predict 'output/data/WF7N/wafers/*/*.stdf' --grpc localhost:8500 --out p.parquet
     # no server: a SavedModel directory, a .tflite or an .onnx file
-    python -m pipeline.predict 'output/data/wafers/*/*.stdf' --model output/serving_model/waferflow/1732 --out p.csv
+    python -m pipeline.predict 'output/data/WF7N/wafers/*/*.stdf' --model output/serving_model/waferflow/1732 --out p.csv
 
 Against a server, `--signature serving_default` (default) sends serialized tf.Examples;
 `--signature serve_dense` sends the dense float matrix (models/dense_signature.py).

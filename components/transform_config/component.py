@@ -26,12 +26,18 @@ class _Outputs(TypedDict):
 def TransformConfig(  # noqa: N802 (TFX component names are classes)
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     guard_band: tfx.dsl.components.Parameter[float],
+    limit_features: tfx.dsl.components.Parameter[int],
 ) -> _Outputs:
     """custom_config for models.preprocessing.preprocessing_fn, naming the learned program."""
-    return {"config": config_json(examples.uri, guard_band)}
+    return {"config": config_json(examples.uri, guard_band, bool(limit_features))}
 
 
-def config_json(program_dir: str, guard_band: float) -> str:
+def config_json(program_dir: str, guard_band: float, limit_features: bool = True) -> str:
     return json.dumps(
-        {preprocessing.PROGRAM_DIR_KEY: program_dir, preprocessing.GUARD_BAND_KEY: float(guard_band)}, sort_keys=True
+        {
+            preprocessing.PROGRAM_DIR_KEY: program_dir,
+            preprocessing.GUARD_BAND_KEY: float(guard_band),
+            preprocessing.LIMIT_FEATURES_KEY: bool(limit_features),
+        },
+        sort_keys=True,
     )
