@@ -16,7 +16,6 @@ LABEL_KEY = "ft_fail"
 LOT_KEY, WAFER_KEY, PART_KEY = "lot_id", "wafer_id", "part_id"
 HEAD_KEY, SITE_KEY = "head", "site"
 ID_FEATURES = (LOT_KEY, WAFER_KEY, PART_KEY)
-BIN_FEATURES = ("hard_bin", "soft_bin")
 # TFMA slices: per lot, per wafer, and per probe slot (head and site together).
 SLICES = ((LOT_KEY,), (WAFER_KEY,), (HEAD_KEY, SITE_KEY))
 

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 
+from data.products import PRODUCTS
 from data.writers import wafer_file_pattern
 from pipeline import beam_args as beam_profiles
 
@@ -115,6 +116,9 @@ def parse_args(argv: list[str] | None = None, description: str = "") -> RunConfi
         if field.name == "beam_args":
             parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
                                 help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=FlinkRunner)")
+        elif field.name == "product":
+            parser.add_argument("--product", choices=sorted(PRODUCTS), default=field.default,
+                                help="built-in synthetic product to generate when --data-dir is not given")
         elif field.type == "bool":
             parser.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
                                 default=field.default)

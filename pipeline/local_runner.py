@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import sys
@@ -13,6 +12,7 @@ import sys
 from absl import logging
 from tfx import v1 as tfx
 
+from data import fs
 from data.synthetic import GeneratorConfig
 from data.writers import write_dataset
 from pipeline import beam_args, summary
@@ -25,7 +25,7 @@ def ensure_dataset(config: RunConfig) -> None:
     product's dataset into <output>/data/<product> unless it is already there."""
     if config.data_dir:
         pattern = os.path.join(config.data_dir, config.file_pattern)
-        if not glob.glob(pattern):
+        if not fs.glob(pattern):
             raise FileNotFoundError(f"no tester files match {pattern}: check --data-dir, --input-format "
                                     f"and --input-pattern (README, 'Pointing it at other data')")
         return

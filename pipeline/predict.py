@@ -9,7 +9,7 @@ as CSV or Parquet (by the output's extension).
     python -m pipeline.predict 'output/data/WF7N/wafers/*/*.stdf' --rest http://localhost:8501 --out p.csv
     python -m pipeline.predict 'output/data/WF7N/wafers/*/*.stdf' --grpc localhost:8500 --out p.parquet
     # no server: a SavedModel directory, a .tflite or an .onnx file
-    python -m pipeline.predict 'output/data/WF7N/wafers/*/*.stdf' --model output/serving_model/waferflow/1732 --out p.csv
+    python -m pipeline.predict 'output/data/WF7N/wafers/*/*.stdf' --model output/serving_model/waferflow/17 --out p.csv
 
 Against a server, `--signature serving_default` (default) sends serialized tf.Examples;
 `--signature serve_dense` sends the dense float matrix (models/dense_signature.py).
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
-import glob
+import io
 import json
 import os
 import sys
@@ -29,7 +29,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from data.readers import READERS
+from data import fs
+from data.readers import READERS, format_of_path
 from data.wafers import assemble_wafer
 from models import dense_signature, features
 from models.scoring import SERVING_DEFAULT, Scorer, example_columns, load_scorer
@@ -53,11 +54,16 @@ def input_format_of(paths: list[str], input_format: str | None) -> str:
         if input_format not in READERS:
             raise ValueError(f"unknown input format {input_format!r}; choose from {sorted(READERS)}")
         return input_format
-    # `.stdf.gz` / `.stdf.bz2`: the format is the extension under the compression's.
-    extensions = {os.path.splitext(p.removesuffix(".gz").removesuffix(".bz2"))[1].lstrip(".").lower() for p in paths}
-    if len(extensions) == 1 and (ext := extensions.pop()) in READERS:
-        return ext
-    raise ValueError(f"cannot tell the input format from {sorted(extensions)}: pass --input-format")
+    formats = set()
+    for path in paths:
+        try:
+            formats.add(format_of_path(path))  # .stdf, .stdf.gz, .stdf.bz2, .parquet, ...
+        except ValueError:
+            formats.add(None)
+    if len(formats) == 1 and None not in formats:
+        return formats.pop()
+    raise ValueError(f"cannot tell one input format from the file names ({sorted(map(str, formats))}): "
+                     "pass --input-format")
 
 
 def read_dies(paths: Iterable[str], input_format: str) -> Iterator[pd.DataFrame]:
@@ -267,12 +273,15 @@ def score(wafers: Iterable[pd.DataFrame], scorer: Scorer, batch_size: int = 512)
 
 
 def write_predictions(predictions: pd.DataFrame, path: str) -> None:
-    """CSV, or Parquet if the path ends in .parquet."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """CSV, or Parquet if the path ends in .parquet; local or gs:// (through data/fs.py)."""
+    if not fs.has_scheme(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    buffer = io.BytesIO()
     if path.endswith(".parquet"):
-        predictions.to_parquet(path, index=False)
+        predictions.to_parquet(buffer, index=False)
     else:
-        predictions.to_csv(path, index=False)
+        predictions.to_csv(buffer, index=False)
+    fs.write_bytes(path, buffer.getvalue())
 
 
 def make_scorer(args: argparse.Namespace) -> Scorer:
@@ -313,8 +322,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    paths = sorted({p for pattern in args.inputs for p in (glob.glob(pattern) or [pattern])})
-    missing = [p for p in paths if not os.path.exists(p)]
+    paths = sorted({p for pattern in args.inputs for p in (fs.glob(pattern) or [pattern])})
+    missing = [p for p in paths if not fs.exists(p)]
     if missing:
         raise FileNotFoundError(f"no such input files: {missing}")
     input_format = input_format_of(paths, args.input_format)
