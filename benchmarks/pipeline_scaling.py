@@ -38,8 +38,6 @@ TRAINING_FLAGS = (
     "200",
     "--epochs",
     "2",
-    "--eval-steps",
-    "10",
     "--tuner-trials",
     "1",
     "--tuner-steps",

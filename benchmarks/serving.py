@@ -124,7 +124,6 @@ def train_small(workdir: str) -> str:
         input_format="parquet",
         train_steps=300,
         epochs=3,
-        eval_steps=10,
         enable_tuning=False,
         min_auc=0.0,
         tflite_int8=True,

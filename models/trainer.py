@@ -148,7 +148,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     rate = training.positive_rate(finite_train)
     weights = training.class_weights(rate)
     train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
-    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
+    # The validation split, each die exactly once per evaluation (a finite, unshuffled pass).
+    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size,
+                                   num_epochs=1, shuffle=False)
 
     policy = training.mixed_precision_policy() if config.get(MIXED_PRECISION_KEY, True) else "float32"
     keras.mixed_precision.set_global_policy(policy)
@@ -163,7 +165,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             validation_data=evaluation,
             epochs=epochs,
             steps_per_epoch=max(1, fn_args.train_steps // epochs),
-            validation_steps=fn_args.eval_steps,
             class_weight=weights,
             callbacks=[
                 keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=3,

@@ -23,12 +23,15 @@ class RunConfig:
     pipeline_name: str = ""
     # Synthetic data, used when data_dir has no dataset yet: a built-in product (data/products).
     product: str = "WF7N"
-    lots: int = 10
+    lots: int = 20
     wafers_per_lot: int = 5
     seed: int = 42
     # Input.
     input_format: str = "stdf"  # a key of data.readers.READERS: "stdf" (STDF V4 files) or "parquet"
     bad_file_policy: str = "fail"
+    # Lot-disjoint train / validation / test splits (3:1:2): "lot_random" (exact proportions),
+    # "lot_hash" (stable per lot) or "time" (oldest lots train, newest test: use it on real data).
+    split_by: str = "lot_random"
     input_pattern: str = ""  # glob of tester files under the data dir; default: see `file_pattern`
     labels_pattern: str = "labels/*.parquet"  # final-test labels sidecar(s), relative to the data dir
     # Features: a test within this many robust sigmas of a limit counts as near it (models/preprocessing.py).
@@ -36,7 +39,6 @@ class RunConfig:
     limit_features: bool = True  # per-test margins to the limits and per-die summaries (off: ablation)
     # Training.
     train_steps: int = 1200
-    eval_steps: int = 60
     epochs: int = 12
     batch_size: int = 256
     enable_tuning: bool = True

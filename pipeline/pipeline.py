@@ -96,6 +96,7 @@ def create_pipeline(
         input_pattern=c.file_pattern,
         labels_pattern=c.labels_pattern,
         bad_file_policy=c.bad_file_policy,
+        split_by=c.split_by,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
@@ -121,8 +122,8 @@ def create_pipeline(
             tuner_fn=TUNER_FN,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
-            train_args=tfx.proto.TrainArgs(num_steps=c.tuner_steps),
-            eval_args=tfx.proto.EvalArgs(num_steps=max(1, c.eval_steps // 2)),
+            train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=c.tuner_steps),
+            eval_args=tfx.proto.EvalArgs(splits=["validation"]),
             custom_config={"max_trials": c.tuner_trials, "epochs": c.tuner_epochs, "batch_size": c.batch_size,
                            "seed": c.seed},
         )
@@ -135,8 +136,9 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,
-        train_args=tfx.proto.TrainArgs(num_steps=c.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=c.eval_steps),
+        # Validation, read once per epoch in full, early-stops and schedules; test is never seen here.
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=c.train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=["validation"]),
         custom_config={
             "epochs": c.epochs,
             "batch_size": c.batch_size,
@@ -162,6 +164,7 @@ def create_pipeline(
         ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
+        example_splits=["test"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config(c.min_auc, c.max_auc_drop, c.operating_threshold),

@@ -42,7 +42,7 @@ def _custom(artifact, key: str):
     return value.int_value if value.HasField("int_value") else value.string_value
 
 
-def oracle_auc(examples_uri: str, labels_glob: str, split: str = "eval") -> dict | None:
+def oracle_auc(examples_uri: str, labels_glob: str, split: str = "test") -> dict | None:
     """AUC on a split of the generator's true failure probability, the best any model can reach,
     and of the probability without its hidden per-die noise (the best from what a tester records).
 
@@ -199,10 +199,10 @@ def format_summary(summary: dict) -> str:
         flagged = {k: v for k, v in summary["anomalies"].items() if v}
         lines.append("  data anomalies: " + (", ".join(f"{k}: {v}" for k, v in flagged.items()) or "none"))
     if summary.get("metrics"):
-        lines.append("  eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
+        lines.append("  test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
     oracle = summary.get("oracle")
     if oracle:
-        line = (f"  best achievable eval AUC on {oracle['dies']} dies (generator's true probabilities): "
+        line = (f"  best achievable test AUC on {oracle['dies']} dies (generator's true probabilities): "
                 f"{oracle['auc']:.4f}")
         if "auc_observable" in oracle:
             line += f"; without the hidden per-die noise: {oracle['auc_observable']:.4f}"

@@ -27,7 +27,7 @@ NODES = ("WaferExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "T
 
 def small_run(output_dir: str, data_dir: str, **overrides) -> RunConfig:
     return RunConfig(
-        output_dir=output_dir, data_dir=data_dir, train_steps=300, epochs=3, eval_steps=10,
+        output_dir=output_dir, data_dir=data_dir, train_steps=300, epochs=3,
         tuner_trials=2, tuner_steps=30, tuner_epochs=1, **overrides,
     )
 
@@ -64,9 +64,9 @@ def test_ingest_accounting_and_lot_split(first_run):
     _, summary = first_run
     ingest = summary["ingest"]
     assert ingest["balanced"] and ingest["examples"] == sum(summary["examples_per_split"].values())
-    assert summary["examples_per_split"]["train"] > 0 and summary["examples_per_split"]["eval"] > 0
-    assert set(summary["anomalies"]) == {"train", "eval"}
-    # The generator's true probabilities bound what any model can reach on this eval split.
+    assert all(summary["examples_per_split"][split] > 0 for split in ("train", "validation", "test"))
+    assert set(summary["anomalies"]) == {"train", "validation", "test"}
+    # The generator's true probabilities bound what any model can reach on this test split.
     assert 0.6 < summary["oracle"]["auc"] <= 1.0
     # The run summary shows the program the ingest learned: the generator's 52 tests, bin 1 good.
     program = summary["test_program"]
@@ -84,7 +84,7 @@ def test_model_is_blessed_pushed_and_serves_serialized_examples(first_run, small
     store = _store(config)
     context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.WaferExampleGen")
     (examples,) = store.get_artifacts_by_context(context.id)
-    files = glob.glob(os.path.join(examples.uri, "Split-eval", "*"))
+    files = glob.glob(os.path.join(examples.uri, "Split-test", "*"))
     records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(64)]
     # A die as an operator would send it: only raw tester fields, no label, no oracle.
     stripped = []
@@ -147,7 +147,6 @@ def test_second_product_runs_through_the_same_pipeline(tmp_path):
     from pipeline.summary import format_summary
 
     data = str(tmp_path / "mx3a")
-    # Seed 1: three of the four lots hash into train, one into eval.
     manifest = write_dataset(GeneratorConfig(product="MX3A", lots=4, wafers_per_lot=2, seed=1), data, "stdf")
     config = small_run(str(tmp_path / "run"), data, enable_tuning=False, export_tflite=False, export_onnx=False,
                        min_auc=0.0, direct_running_mode="in_memory")

@@ -25,6 +25,7 @@ Splitting, shuffling and writing stay TFX's own (BaseExampleGenExecutor, with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -37,7 +38,9 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 from absl import logging
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
 
 from data import program as test_program
 from data.readers import READERS, InputFileError, WaferRead
@@ -47,6 +50,15 @@ INPUT_FORMAT_KEY = "input_format"
 LABELS_PATTERN_KEY = "labels_pattern"
 BAD_FILE_POLICY_KEY = "bad_file_policy"
 BAD_FILE_POLICIES = ("fail", "quarantine")
+SPLIT_BY_KEY = "split_by"
+# How lots are dealt to the splits (every die of a lot lands in one split):
+#   lot_random: lots in the order of a hash of their id, cut in the output config's proportions;
+#               exact split sizes and at least one lot in each, but a lot can change split when lots
+#               are added (the default: the synthetic datasets have tens of lots);
+#   lot_hash:   TFX's hash buckets of lot_id: a lot keeps its split forever, split sizes are luck;
+#   time:       oldest lots first, newest last (MIR START_T): what real data needs, since a model
+#               is used on lots tested after the ones it learned from.
+SPLIT_BY = ("lot_random", "lot_hash", "time")
 # The only column read from the sidecar. Ground truth of synthetic data (the generator's true
 # probability) stays in the sidecar: no model can ever be fed it.
 LABEL_COLUMN = "ft_fail"
@@ -250,10 +262,8 @@ def _write_report(report: dict, path: str) -> None:
         json.dump(report, f, indent=1, sort_keys=True)
 
 
-@beam.ptransform_fn
-@beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
-def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # noqa: N802
+def _read_and_join(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):
+    """The ingest's Beam graph: (examples, (lot_id, earliest MIR start time) per lot)."""
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     input_format = exec_properties[INPUT_FORMAT_KEY]
     policy = exec_properties[BAD_FILE_POLICY_KEY]
@@ -294,7 +304,53 @@ def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any
         | "SumStats" >> beam.CombineGlobally(_SumStats())
         | "WriteReport" >> beam.Map(_write_report, report_path)
     )
-    return joined.examples
+    lot_starts = (
+        read[_ReadFile.PROGRAMS]
+        | "LotStart" >> beam.Map(lambda p: (p[0], p[2]))
+        | "EarliestLotStart" >> beam.CombinePerKey(min)
+    )
+    return joined.examples, lot_starts
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(tf.train.Example)
+def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # noqa: N802
+    """Examples of the files matching `split_pattern` (TFX then splits them by lot hash)."""
+    examples, _ = _read_and_join(pipeline, exec_properties, split_pattern)
+    return examples
+
+
+def _random_key(lot: str) -> str:
+    return hashlib.sha256(lot.encode()).hexdigest()
+
+
+def split_assignment(lot_starts: dict[str, int], weights: list[int], split_by: str) -> dict[str, int]:
+    """Split index of each lot: lots in order (by first test time for "time", MIR START_T then name;
+    by a hash of the name for "lot_random"), the first to the first split, in proportion to
+    `weights` (the output config's hash buckets), every split at least one lot."""
+    key = (lambda lot: (lot_starts[lot], lot)) if split_by == "time" else _random_key
+    lots = sorted(lot_starts, key=key)
+    if len(lots) < len(weights):
+        raise ValueError(f"splitting by lot into {len(weights)} splits needs at least {len(weights)} lots, "
+                         f"got {len(lots)}: {lots}")
+    total = sum(weights)
+    counts = [max(1, int(len(lots) * w / total)) for w in weights]
+    while sum(counts) > len(lots):  # too many after the minimum of one: take from the largest
+        counts[counts.index(max(counts))] -= 1
+    order = sorted(range(len(weights)), key=lambda i: -(len(lots) * weights[i] / total - counts[i]))
+    for i in order[: len(lots) - sum(counts)]:  # largest remainders get the lots left over
+        counts[i] += 1
+    assignment, start = {}, 0
+    for index, count in enumerate(counts):
+        for lot in lots[start : start + count]:
+            assignment[lot] = index
+        start += count
+    return assignment
+
+
+def _lot_of(example: tf.train.Example) -> str:
+    return example.features.feature["lot_id"].bytes_list.value[0].decode()
 
 
 def learned_program(report: dict) -> test_program.TestProgram:
@@ -340,12 +396,36 @@ class Executor(BaseExampleGenExecutor):
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
         return _WaferFilesToExample
 
+    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]):  # noqa: N802
+        """TFX's own lot-hash split, or lots dealt in proportion by time or at random (SPLIT_BY)."""
+        split_by = exec_properties.get(SPLIT_BY_KEY) or "lot_random"
+        if split_by == "lot_hash":
+            return super().GenerateExamplesByBeam(pipeline, exec_properties)
+        input_config = proto_utils.json_to_proto(exec_properties["input_config"], example_gen_pb2.Input())
+        output_config = proto_utils.json_to_proto(exec_properties["output_config"], example_gen_pb2.Output())
+        splits = list(output_config.split_config.splits)
+        if len(input_config.splits) != 1 or not splits:
+            raise ValueError("splitting by lot needs one input pattern and the output splits with their weights")
+        examples, lot_starts = _read_and_join(pipeline, exec_properties, input_config.splits[0].pattern)
+        weights = [s.hash_buckets for s in splits]
+        assignment = (
+            lot_starts
+            | "AllLotStarts" >> beam.combiners.ToDict()
+            | "AssignLots" >> beam.Map(split_assignment, weights, split_by)
+        )
+        parts = examples | "SplitByLot" >> beam.Partition(
+            lambda example, n, lots: lots[_lot_of(example)], len(splits), beam.pvalue.AsSingleton(assignment)
+        )
+        return {split.name: parts[i] for i, split in enumerate(splits)}
+
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 (TFX API)
         if exec_properties[INPUT_FORMAT_KEY] not in READERS:
             raise ValueError(f"unknown input_format {exec_properties[INPUT_FORMAT_KEY]!r}; "
                              f"choose from {sorted(READERS)}")
         if exec_properties[BAD_FILE_POLICY_KEY] not in BAD_FILE_POLICIES:
             raise ValueError(f"bad_file_policy must be one of {BAD_FILE_POLICIES}")
+        if (exec_properties.get(SPLIT_BY_KEY) or "lot_random") not in SPLIT_BY:
+            raise ValueError(f"split_by must be one of {SPLIT_BY}")
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         report_dir = os.path.join(examples.uri, "_ingest_reports")
         super().Do(input_dict, output_dict, {**exec_properties, _REPORT_DIR_KEY: report_dir})
