@@ -112,8 +112,8 @@ def foreign_dataset(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def foreign_run(foreign_dataset, tmp_path_factory):
     config = RunConfig(
-        output_dir=str(tmp_path_factory.mktemp("run")), data_dir=foreign_dataset, train_steps=120, epochs=2, enable_tuning=False, min_auc=0.0, export_tflite=False, export_onnx=False,
-        direct_running_mode="in_memory",
+        output_dir=str(tmp_path_factory.mktemp("run")), data_dir=foreign_dataset, train_steps=120, epochs=2,
+        enable_tuning=False, min_auc=0.0, export_tflite=False, export_onnx=False, direct_running_mode="in_memory",
     )
     return config, local_runner.run(config)
 
