@@ -150,8 +150,9 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
         outputs[features.transformed_name(features.MIN_MARGIN)] = smallest
         outputs[features.transformed_name(features.N_NEAR_LIMIT)] = near
 
-    for key in features.CONTEXT + features.COORDINATES:
-        outputs[features.transformed_name(key)] = _z_score_ignoring_missing(_as_dense_nan(inputs[key]))
+    for key in features.Z_SCORED:
+        if key in inputs:  # a screen with no value on any die (ZPAT on one-wafer lots) is not a feature
+            outputs[features.transformed_name(key)] = _z_score_ignoring_missing(_as_dense_nan(inputs[key]))
 
     radius = die_radius(_as_dense_nan(inputs["x"]), _as_dense_nan(inputs["y"]), program)
     outputs[features.transformed_name(features.RADIUS)] = radius

@@ -31,7 +31,7 @@ import pandas as pd
 
 from data import fs
 from data.readers import READERS, format_of_path
-from data.wafers import assemble_wafer
+from data.wafers import assemble_lot
 from models import dense_signature, features
 from models.scoring import SERVING_DEFAULT, Scorer, example_columns, load_scorer
 
@@ -67,19 +67,21 @@ def input_format_of(paths: list[str], input_format: str | None) -> str:
 
 
 def read_dies(paths: Iterable[str], input_format: str) -> Iterator[pd.DataFrame]:
-    """One DataFrame per wafer: its sort-passing dies with the wafer context features.
+    """One DataFrame per wafer: its sort-passing dies with the wafer context and screen features.
 
-    The ingest's own per-wafer code (data/wafers.py): every read of a wafer across the files in
-    test-time order, the last test of a die wins, context from the whole wafer (fails included),
-    then the dies that failed sort by their file's good bins dropped.
+    The ingest's own per-lot code (data/wafers.py): every read of a wafer across the files in
+    test-time order, the last test of a die wins, context and screens from the whole wafer (fails
+    included) and ZPAT from the lot's wafers among the files given, then the dies that failed sort
+    by their file's good bins dropped.
     """
     reader = READERS[input_format]
     reads = defaultdict(list)
     for path in sorted(paths):
         for wafer in reader(path):
-            reads[(wafer.lot_id, wafer.wafer_id)].append(wafer)
-    for key in sorted(reads):
-        yield assemble_wafer(reads[key]).passed
+            reads[wafer.lot_id].append(wafer)
+    for lot in sorted(reads):
+        for wafer in assemble_lot(reads[lot]):
+            yield wafer.passed
 
 
 # ---------------------------------------------------------------------------------------------

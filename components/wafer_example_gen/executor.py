@@ -44,7 +44,7 @@ from tfx.utils import proto_utils
 
 from data import program as test_program
 from data.readers import READERS, InputFileError, WaferRead
-from data.wafers import assemble_wafer
+from data.wafers import assemble_lot
 
 INPUT_FORMAT_KEY = "input_format"
 LABELS_PATTERN_KEY = "labels_pattern"
@@ -93,7 +93,7 @@ def _matching_files(pattern: str, what: str) -> list[str]:
 
 
 class _ReadFile(beam.DoFn):
-    """Read one tester file; emit ((lot, wafer), WaferRead) and a per-file counts dict."""
+    """Read one tester file; emit (lot, WaferRead) and a per-file counts dict."""
 
     STATS = "stats"
     PROGRAMS = "programs"
@@ -122,7 +122,7 @@ class _ReadFile(beam.DoFn):
             # Record types a format's reader read past (STDF: e.g. DTR, GDR), by type.
             for record, count in getattr(wafer, "skipped_records", {}).items():
                 stats["skipped_records"][record] = stats["skipped_records"].get(record, 0) + count
-            yield (wafer.lot_id, wafer.wafer_id), wafer
+            yield wafer.lot_id, wafer
         for program in sorted(programs):
             yield beam.pvalue.TaggedOutput(self.PROGRAMS, program)
         yield beam.pvalue.TaggedOutput(self.STATS, stats)
@@ -152,8 +152,8 @@ def _read_labels(path: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
     if missing:
         raise InputFileError(path, f"labels sidecar lacks columns {missing}")
     frame = frame[[*JOIN_KEYS, LABEL_COLUMN]]
-    for (lot_id, wafer_id), labels in frame.groupby(["lot_id", "wafer_id"], sort=False):
-        yield (str(lot_id), str(wafer_id)), labels
+    for lot_id, labels in frame.groupby("lot_id", sort=False):
+        yield str(lot_id), labels
 
 
 def die_to_example(row: dict) -> tf.train.Example:
@@ -175,50 +175,61 @@ def die_to_example(row: dict) -> tf.train.Example:
 
 
 class _JoinLabels(beam.DoFn):
-    """Assemble each wafer from its reads (data/wafers.py), join labels, emit examples and counts."""
+    """Assemble a lot's wafers from their reads (data/wafers.py: retests, context, screens; ZPAT needs
+    the whole lot), join labels, emit examples and counts."""
 
     STATS = "stats"
 
     def process(self, element) -> Iterator[Any]:
-        (lot_id, wafer_id), grouped = element
+        lot_id, grouped = element
         reads: list[WaferRead] = list(grouped["dies"])
         label_frames = list(grouped["labels"])
         labels = pd.concat(label_frames, ignore_index=True) if label_frames else pd.DataFrame(columns=JOIN_KEYS)
         stats = dict.fromkeys(("examples", "excluded_sort_fail", "rejected_no_label",
                                "superseded_retests", "orphan_labels", "duplicate_labels"), 0)
+        # A die listed twice in the sidecar: counted and reported; the last row is the one used.
+        labels = labels.astype({"x": np.int64, "y": np.int64})
+        stats["duplicate_labels"] = int(labels.duplicated(subset=JOIN_KEYS).sum())
+        labels = labels.drop_duplicates(subset=JOIN_KEYS, keep="last")
         if not reads:
             stats["orphan_labels"] = len(labels)
             yield beam.pvalue.TaggedOutput(self.STATS, stats)
             return
-        wafer = assemble_wafer(reads)
-        stats["superseded_retests"] = wafer.superseded
-        passed = wafer.passed
-        stats["excluded_sort_fail"] = len(wafer.dies) - len(passed)
-        # A die listed twice in the sidecar: counted and reported; the last row is the one used.
-        int_xy = {"x": np.int64, "y": np.int64}
-        labels = labels.astype(int_xy)
-        stats["duplicate_labels"] = int(labels.duplicated(subset=JOIN_KEYS).sum())
-        labels = labels.drop_duplicates(subset=JOIN_KEYS, keep="last")
-        joined = passed.merge(labels, on=JOIN_KEYS, how="left", indicator=True)
-        has_label = joined["_merge"] == "both"
-        stats["rejected_no_label"] = int((~has_label).sum())
-        stats["orphan_labels"] = len(labels) - int(has_label.sum())
-        joined = joined[has_label].drop(columns=["_merge", *_NOT_IN_EXAMPLES])
+        joined_frames, all_dies = [], []
+        for wafer in assemble_lot(reads):
+            stats["superseded_retests"] += wafer.superseded
+            passed = wafer.passed
+            stats["excluded_sort_fail"] += len(wafer.dies) - len(passed)
+            all_dies.append(wafer.dies[["x", "y"]])
+            joined = passed.merge(labels, on=JOIN_KEYS, how="left", indicator=True)
+            has_label = joined["_merge"] == "both"
+            stats["rejected_no_label"] += int((~has_label).sum())
+            joined_frames.append(joined[has_label].drop(columns=["_merge", *_NOT_IN_EXAMPLES]))
+        joined = pd.concat(joined_frames, ignore_index=True)
+        stats["orphan_labels"] = len(labels) - len(joined)
         for row in joined.to_dict("records"):
             yield die_to_example(row)
         stats["examples"] = len(joined)
         # What the program needs from the data: the die grid's extent (every die) and each test's
         # shape over the dies that become examples (data/program.py, log-scale margins).
+        every = pd.concat(all_dies, ignore_index=True)
         stats["extent"] = {
-            "x_min": int(wafer.dies["x"].min()),
-            "x_max": int(wafer.dies["x"].max()),
-            "y_min": int(wafer.dies["y"].min()),
-            "y_max": int(wafer.dies["y"].max()),
+            "x_min": int(every["x"].min()),
+            "x_max": int(every["x"].max()),
+            "y_min": int(every["y"].min()),
+            "y_max": int(every["y"].max()),
         }
-        stats["test_moments"] = test_program.test_moments(
-            joined, [c for c in joined.columns if test_program.is_test_feature(c)]
-        )
+        stats["test_moments"] = _moments_by_wafer(joined)
         yield beam.pvalue.TaggedOutput(self.STATS, stats)
+
+
+def _moments_by_wafer(joined: pd.DataFrame) -> dict:
+    """Per-wafer test moments (data/program.py `test_moments`), summed over the lot's wafers."""
+    tests = [c for c in joined.columns if test_program.is_test_feature(c)]
+    total: dict = {}
+    for _, wafer in joined.groupby("wafer_id", sort=False):
+        total = _merge_stats(total, test_program.test_moments(wafer, tests))
+    return total
 
 
 class _SumStats(beam.CombineFn):
@@ -287,7 +298,7 @@ def _read_and_join(pipeline: beam.Pipeline, exec_properties: dict[str, Any], spl
     )
     joined = (
         {"dies": read.wafers, "labels": labels}
-        | "GroupByWafer" >> beam.CoGroupByKey()
+        | "GroupByLot" >> beam.CoGroupByKey()
         | "JoinLabels" >> beam.ParDo(_JoinLabels()).with_outputs(_JoinLabels.STATS, main="examples")
     )
     report_path = os.path.join(exec_properties[_REPORT_DIR_KEY], f"{name}.json")
