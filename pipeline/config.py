@@ -50,7 +50,11 @@ class RunConfig:
     # Evaluation gate.
     min_auc: float = 0.6
     max_auc_drop: float = 0.01
-    operating_threshold: float = 0.1
+    operating_threshold: float = 0.1  # precision / recall are reported at this probability
+    # The ink decision: what an escape (a final-test fail not inked) and an overkill (a good die
+    # inked) cost, in any unit; the Trainer picks the threshold that minimises their sum on validation.
+    escape_cost: float = 50.0
+    overkill_cost: float = 1.0
     # Exports of the blessed model beside the Pusher (components/tflite_exporter, onnx_exporter).
     export_tflite: bool = True
     tflite_int8: bool = False  # also an int8 post-training-quantized TF Lite model

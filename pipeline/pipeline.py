@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import config_pb2
@@ -27,8 +29,16 @@ RUN_FN = "models.trainer.run_fn"
 BASELINE_STRATEGIES = ("latest_blessed_other", "latest_blessed")
 
 
-def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float) -> tfma.EvalConfig:
-    """TFMA: headline metrics sliced by lot, wafer and site; AUC gates against floor and baseline."""
+def eval_config(
+    min_auc: float, max_auc_drop: float, operating_threshold: float, escape_cost: float = 50.0,
+    overkill_cost: float = 1.0,
+) -> tfma.EvalConfig:
+    """TFMA: headline metrics sliced by lot, wafer and probe slot; AUC gates against floor and baseline.
+
+    Expected cost per die is measured at the threshold the costs imply for a calibrated model,
+    overkill / (overkill + escape) (models/metrics.py); the Trainer's own operating point, chosen on
+    validation, is stored with the model and reported by the summary."""
+    cost_threshold = overkill_cost / (overkill_cost + escape_cost)
     auc_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_auc}),
         change_threshold=tfma.GenericChangeThreshold(
@@ -68,6 +78,12 @@ def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float)
                     tfma.MetricConfig(class_name="MeanLabel"),
                     tfma.MetricConfig(class_name="MeanPrediction"),
                     tfma.MetricConfig(class_name="CalibrationPlot"),
+                    tfma.MetricConfig(
+                        class_name="ExpectedCost",
+                        module="models.metrics",
+                        config=json.dumps({"threshold": cost_threshold, "escape_cost": escape_cost,
+                                           "overkill_cost": overkill_cost}),
+                    ),
                 ]
             )
         ],
@@ -146,6 +162,8 @@ def create_pipeline(
             "mixed_precision": c.mixed_precision,
             "guard_band": float(c.guard_band),
             "seed": c.seed,
+            "escape_cost": float(c.escape_cost),
+            "overkill_cost": float(c.overkill_cost),
         },
     )
     if baseline_strategy not in BASELINE_STRATEGIES:
@@ -167,7 +185,7 @@ def create_pipeline(
         example_splits=["test"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(c.min_auc, c.max_auc_drop, c.operating_threshold),
+        eval_config=eval_config(c.min_auc, c.max_auc_drop, c.operating_threshold, c.escape_cost, c.overkill_cost),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
