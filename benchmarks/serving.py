@@ -1,11 +1,13 @@
 """Serving speed: SavedModel vs TF Lite vs ONNX Runtime on the same held-out dies, in one run.
 
-    .venv/bin/python benchmarks/serving.py [--output-dir output] [--batch 1024] [--latency-calls 500]
+    .venv/bin/python benchmarks/serving.py [--output-dir output] [--pipeline-name waferflow-wf7n]
+                                           [--batch 1024] [--latency-calls 500]
     .venv/bin/python benchmarks/serving.py --train     # trains a small model into a temp dir first
 
 Takes the exports of a pipeline run (`make run` writes them under output/: the pushed SavedModel,
 TFLiteExporter's model.tflite / model_int8.tflite, OnnxExporter's model.onnx) and the eval split
-of its examples, then measures for each runtime:
+of its examples, builds the dense input in the model's own column order (stored with it,
+models/dense_signature.py), then measures for each runtime:
 
 - batch throughput: dies per second scoring batches of `--batch` dies (inputs prepared beforehand:
   serialized tf.Examples for serving_default, the dense float matrix for the others);
@@ -32,6 +34,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from models import dense_signature, features
 from models.scoring import OnnxScorer, SavedModelScorer, Scorer, TFLiteScorer
+from pipeline.config import RunConfig
 
 
 def matmul_peak_gflops(n: int = 2048, repeat: int = 5) -> dict[str, float]:
@@ -91,7 +94,7 @@ def latency_ms(scorer: Scorer, singles: list, calls: int) -> tuple[float, float]
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
 
 
-def find_exports(output_dir: str, pipeline_name: str = "waferflow") -> dict[str, str]:
+def find_exports(output_dir: str, pipeline_name: str) -> dict[str, str]:
     """Newest pushed SavedModel, TF Lite and ONNX exports and examples of a pipeline run."""
     root = os.path.join(output_dir, "pipeline_root", pipeline_name)
 
@@ -108,14 +111,17 @@ def find_exports(output_dir: str, pipeline_name: str = "waferflow") -> dict[str,
     }
     missing = [k for k in ("saved_model", "tflite", "onnx", "examples") if not found[k]]
     if missing:
-        raise SystemExit(f"{output_dir} has no {missing}: run `make run` (or pass --train) first")
+        raise SystemExit(
+            f"{output_dir} has no {missing} for pipeline {pipeline_name!r}: run `make run` (or pass --train) "
+            "first, or name the run's pipeline with --pipeline-name"
+        )
     return found
 
 
-def train_small(workdir: str) -> str:
-    """A small pipeline run (about 5,000 dies, int8 export on) into `workdir`; returns its output dir."""
+def train_small(workdir: str) -> tuple[str, str]:
+    """A small pipeline run (about 5,000 dies, int8 export on) into `workdir`; returns its output
+    directory and pipeline name."""
     from pipeline import local_runner
-    from pipeline.config import RunConfig
 
     config = RunConfig(
         output_dir=workdir,
@@ -128,11 +134,12 @@ def train_small(workdir: str) -> str:
         min_auc=0.0,
         tflite_int8=True,
         direct_running_mode="in_memory",
+        direct_num_workers=1,
     )
     summary = local_runner.run(config)
     if not summary["pushed_model"]:
         raise SystemExit(f"the small run pushed no model: {summary}")
-    return workdir
+    return workdir, config.pipeline_name
 
 
 def held_out_records(examples_uri: str, limit: int) -> list[bytes]:
@@ -144,17 +151,26 @@ def held_out_records(examples_uri: str, limit: int) -> list[bytes]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="output", help="a pipeline run's output directory")
+    parser.add_argument(
+        "--pipeline-name",
+        default=RunConfig().pipeline_name,
+        help="the run's pipeline (default: that of `make run`; `waferflow` for a run on --data-dir)",
+    )
     parser.add_argument("--train", action="store_true", help="train a small model into a temp dir first")
     parser.add_argument("--batch", type=int, default=1024, help="dies per batch call")
     parser.add_argument("--latency-calls", type=int, default=500)
     parser.add_argument("--min-seconds", type=float, default=2.0, help="minimum timing per throughput figure")
     args = parser.parse_args(argv)
 
-    output_dir = train_small(tempfile.mkdtemp(prefix="waferflow-bench-")) if args.train else args.output_dir
-    exports = find_exports(output_dir)
+    if args.train:
+        output_dir, pipeline_name = train_small(tempfile.mkdtemp(prefix="waferflow-bench-"))
+    else:
+        output_dir, pipeline_name = args.output_dir, args.pipeline_name
+    exports = find_exports(output_dir, pipeline_name)
     records = held_out_records(exports["examples"], args.batch)
     records = (records * (args.batch // len(records) + 1))[: args.batch]  # tile a small eval split
-    matrix = dense_signature.dense_matrix_from_examples(records)
+    columns = dense_signature.read_columns(exports["saved_model"])
+    matrix = dense_signature.dense_matrix_from_examples(records, columns)
     threads = os.cpu_count() or 1
 
     runtimes: list[tuple[Scorer, object, list]] = []
@@ -186,7 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         p50, p99 = latency_ms(scorer, one_die, args.latency_calls)
         rows.append((scorer.name, rate, p50, p99, agreement))
 
-    print(f"model: {exports['saved_model']}  ({flops:,.0f} FLOPs per die in its dense layers)")
+    print(
+        f"model: {exports['saved_model']}  ({len(columns)} input columns, "
+        f"{flops:,.0f} FLOPs per die in its dense layers)"
+    )
     print(f"inputs: {len(records)} held-out dies from {exports['examples']}, {features.PROBABILITY_KEY} compared")
     print(
         f"float32 matmul peak (2048x2048, best of 5): numpy {peak['numpy']:.1f} GFLOP/s, "

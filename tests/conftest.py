@@ -33,6 +33,13 @@ def served_model(small_dataset, tmp_path_factory):
 
     The AUC gate is opened (min_auc 0) so that the short training run is always blessed: these
     tests are about what is exported and served, the blessing gate has its own e2e test.
+
+    Deterministic: the same data trains the same weights on every run (checked: byte-identical
+    variables from two runs under different PYTHONHASHSEEDs), so tolerances are tested against one
+    model, not a draw. The Trainer seeds Keras, TF and NumPy from RunConfig.seed; what remains is
+    the order of the examples on disk, which the Trainer's seeded shuffle starts from: TFX writes
+    each split through a Reshuffle, and with more than one Beam worker (threads, in memory) the
+    records land in the shards in a racy order. One worker writes them in the same order every time.
     """
     import glob
     import json
@@ -48,6 +55,7 @@ def served_model(small_dataset, tmp_path_factory):
         output_dir=str(tmp_path_factory.mktemp("served")), data_dir=small_dataset, input_format=input_format,
         train_steps=200, epochs=2, enable_tuning=False, min_auc=0.0, tflite_int8=True,
         direct_running_mode="in_memory",  # 5,000 dies: worker processes would cost more than they save
+        direct_num_workers=1,  # examples written in the same order every run (see above)
     )
     summary = local_runner.run(config)
     assert summary["blessed"] and summary["pushed_model"], summary

@@ -1,7 +1,7 @@
 """The batch-scoring client (pipeline/predict.py): request building and response parsing in TF
 Serving's REST JSON and gRPC (tensorflow-serving-api) formats, real round trips through loopback
-servers that answer those formats with the real SavedModel, and local scoring of the input files
-through the SavedModel, TF Lite and ONNX.
+servers that answer those formats with the real SavedModel, local scoring of the input files
+through the SavedModel, TF Lite and ONNX, and files whose test program differs from the model's.
 """
 
 from __future__ import annotations
@@ -12,20 +12,25 @@ import json
 import os
 import re
 import threading
+import types
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from components.onnx_exporter.executor import ONNX_FILE
 from components.tflite_exporter.executor import FLOAT32_FILE
+from data.program import is_test_feature
+from data.readers import PROGRAM_METADATA_KEY
 from models import dense_signature, features
-from models.scoring import SavedModelScorer
+from models.scoring import SavedModelScorer, TFLiteScorer, example_columns
 from pipeline import predict
 
 MODEL_NAME = "waferflow"
@@ -39,6 +44,12 @@ def wafers(served_model) -> list[pd.DataFrame]:
 @pytest.fixture(scope="module")
 def few_dies(wafers) -> pd.DataFrame:
     return wafers[0].iloc[:3]
+
+
+@pytest.fixture(scope="module")
+def columns(served_model) -> tuple[str, ...]:
+    """The pushed model's dense column order, as stored with it."""
+    return dense_signature.read_columns(served_model.saved_model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,19 +68,26 @@ def test_rest_request_for_serving_default_is_row_format_with_b64_examples(few_di
     example = tf.train.Example.FromString(base64.b64decode(body["instances"][1]["b64"]))
     feature = example.features.feature
     die = few_dies.iloc[1]
-    assert set(feature) == set(features.MODEL_FEATURES)  # no ids, bins, label: what the model reads
+    tests = [c for c in few_dies.columns if is_test_feature(c)]
+    measured = {t for t in tests if not np.isnan(die[t])}
+    # What the model reads: the file's measured tests and the other inputs; no ids, bins or label.
+    assert set(feature) == measured | set(features.NON_TEST_INPUTS)
     assert feature["x"].int64_list.value == [die["x"]] and feature["site"].int64_list.value == [die["site"]]
-    test = features.PARAMETRIC[0]
-    assert feature[test].float_list.value == pytest.approx([die[test]])
+    assert feature["head"].int64_list.value == [die["head"]]
+    assert feature[tests[0]].float_list.value == pytest.approx([die[tests[0]]])
     assert json.loads(json.dumps(body)) == body  # plain JSON
 
 
-def test_rest_request_for_the_dense_signature_is_columnar_format(few_dies):
-    body = predict.rest_request(few_dies, dense_signature.DENSE_SIGNATURE)
+def test_rest_request_for_the_dense_signature_is_columnar_format(few_dies, columns):
+    body = predict.rest_request(few_dies, dense_signature.DENSE_SIGNATURE, columns)
     assert body["signature_name"] == "serve_dense" and set(body["inputs"]) == {"dies"}
     rows = np.asarray(body["inputs"]["dies"], np.float32)
-    assert rows.shape == (3, len(features.MODEL_FEATURES))
-    np.testing.assert_array_equal(rows[:, features.MODEL_FEATURES.index("y")], few_dies["y"].to_numpy())
+    assert rows.shape == (3, len(columns))
+    np.testing.assert_array_equal(rows[:, columns.index("y")], few_dies["y"].to_numpy())
+    test = next(c for c in columns if is_test_feature(c))
+    np.testing.assert_array_equal(rows[:, columns.index(test)], few_dies[test].to_numpy(np.float32))
+    with pytest.raises(ValueError, match="column order"):  # the order is the model's: it must be given
+        predict.rest_request(few_dies, dense_signature.DENSE_SIGNATURE)
     with pytest.raises(ValueError):
         predict.rest_request(few_dies, "classify")
 
@@ -94,19 +112,22 @@ def test_parse_rest_response_raises_tf_serving_errors():
         predict.parse_rest_response({"model_version_status": []})
 
 
-def test_grpc_request_carries_serialized_examples_or_the_dense_matrix(few_dies):
+def test_grpc_request_carries_serialized_examples_or_the_dense_matrix(few_dies, columns):
     request = predict.grpc_request(few_dies, "m", 3)
     request = predict_pb2.PredictRequest.FromString(request.SerializeToString())  # survives the wire
     assert request.model_spec.name == "m" and request.model_spec.version.value == 3
     assert request.model_spec.signature_name == "serving_default"
     tensor = request.inputs["examples"]
     assert tensor.dtype == tf.string.as_datatype_enum and [d.size for d in tensor.tensor_shape.dim] == [3]
-    assert list(tensor.string_val) == dense_signature.raw_examples(few_dies)
+    assert list(tensor.string_val) == dense_signature.raw_examples(few_dies, example_columns(few_dies))
     assert not predict.grpc_request(few_dies).model_spec.HasField("version")
 
-    dense = predict.grpc_request(few_dies, signature=dense_signature.DENSE_SIGNATURE).inputs["dies"]
+    request = predict.grpc_request(few_dies, signature=dense_signature.DENSE_SIGNATURE, columns=columns)
+    dense = request.inputs["dies"]
     assert dense.dtype == tf.float32.as_datatype_enum
-    np.testing.assert_array_equal(tf.make_ndarray(dense), dense_signature.dense_matrix(few_dies))
+    np.testing.assert_array_equal(tf.make_ndarray(dense), dense_signature.dense_matrix(few_dies, columns))
+    with pytest.raises(ValueError, match="column order"):
+        predict.grpc_request(few_dies, signature=dense_signature.DENSE_SIGNATURE)
 
 
 def test_parse_grpc_response():
@@ -210,8 +231,8 @@ def local_reference(served_model, wafers) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("signature", ["serving_default", "serve_dense"])
-def test_grpc_round_trip_matches_the_local_saved_model(grpc_server, wafers, local_reference, signature):
-    client = predict.GrpcClient(grpc_server, signature=signature, version=1)
+def test_grpc_round_trip_matches_the_local_saved_model(grpc_server, wafers, local_reference, columns, signature):
+    client = predict.GrpcClient(grpc_server, signature=signature, version=1, columns=columns)
     try:
         result = predict.score(wafers[:2], client, batch_size=200)
     finally:
@@ -228,8 +249,9 @@ def test_grpc_unknown_model_is_an_error(grpc_server, few_dies):
 
 
 @pytest.mark.parametrize("signature", ["serving_default", "serve_dense"])
-def test_rest_round_trip_matches_the_local_saved_model(rest_server, wafers, local_reference, signature):
-    result = predict.score(wafers[:2], predict.RestClient(rest_server, signature=signature), batch_size=300)
+def test_rest_round_trip_matches_the_local_saved_model(rest_server, wafers, local_reference, columns, signature):
+    client = predict.RestClient(rest_server, signature=signature, columns=columns)
+    result = predict.score(wafers[:2], client, batch_size=300)
     np.testing.assert_allclose(result["probability"], local_reference["probability"], atol=1e-6)
 
 
@@ -240,17 +262,22 @@ def test_rest_unknown_model_is_an_error(rest_server, few_dies):
 
 def test_cli_against_servers_writes_the_same_predictions(served_model, rest_server, grpc_server, tmp_path):
     files = served_model.input_files[:2]
+    dense = ["--signature", "serve_dense", "--dense-columns", served_model.saved_model]
     outputs = {}
     for name, target in (
         ("rest", ["--rest", rest_server]),
         ("grpc", ["--grpc", grpc_server]),
+        ("rest_dense", ["--rest", rest_server, *dense]),
+        ("grpc_dense", ["--grpc", grpc_server, *dense]),
         ("local", ["--model", served_model.saved_model]),
     ):
         out = str(tmp_path / f"{name}.csv")
         assert predict.main([*files, *target, "--batch-size", "100", "--out", out]) == 0
         outputs[name] = pd.read_csv(out)
-    for name in ("rest", "grpc"):
+    for name in ("rest", "grpc", "rest_dense", "grpc_dense"):
         np.testing.assert_allclose(outputs[name]["probability"], outputs["local"]["probability"], atol=1e-6)
+    with pytest.raises(ValueError, match="--dense-columns"):  # serve_dense without the model's column order
+        predict.main([*files, "--rest", rest_server, "--signature", "serve_dense", "--out", str(tmp_path / "x.csv")])
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,6 +336,81 @@ def test_scored_features_are_the_ingest_features(served_model, wafers):
 def test_input_format_from_extension():
     assert predict.input_format_of(["a/b.parquet", "c.parquet"], None) == "parquet"
     assert predict.input_format_of(["a.stdf"], None) == "stdf"
+    # Compressed tester files: the format is the extension under the compression's.
+    assert predict.input_format_of(["a/W01.stdf.gz", "a/W02.stdf.bz2", "b/W01.stdf"], None) == "stdf"
+    assert predict.input_format_of(["W01.parquet.gz"], None) == "parquet"
     assert predict.input_format_of(["a.bin"], "parquet") == "parquet"
     with pytest.raises(ValueError):
         predict.input_format_of(["a.parquet", "b.stdf"], None)
+    with pytest.raises(ValueError):
+        predict.input_format_of(["a.stdf.zip"], None)
+    with pytest.raises(ValueError):
+        predict.input_format_of(["a.stdf"], "csv")
+
+
+# --------------------------------------------------------------------------------------------
+# Files whose test program is not the model's
+
+
+EXTRA_TEST = "t99999"  # a test number no program of the generator uses
+
+
+@pytest.fixture(scope="module")
+def changed_program(served_model, columns, tmp_path_factory):
+    """One input file rewritten as a later program revision would write it: one test the model
+    expects removed (column and program), one test the model never saw added. Returns the test
+    removed, the changed file and the original file."""
+    assert served_model.input_format == "parquet"  # this rewrite is of a columnar file
+    original = served_model.input_files[0]
+    table = pq.read_table(original)
+    dropped = [c for c in columns if is_test_feature(c)][2]
+    metadata = dict(table.schema.metadata)
+    program = json.loads(metadata[PROGRAM_METADATA_KEY])
+    program["tests"] = [t for t in program["tests"] if t["feature"] != dropped]
+    program["tests"].append({"number": 99999, "name": "new_iddq_pin_leak", "units": "A", "hi_limit": 1e-6})
+    metadata[PROGRAM_METADATA_KEY] = json.dumps(program).encode()
+    values = np.random.default_rng(0).normal(5e-7, 1e-7, table.num_rows).astype(np.float32)
+    table = table.drop_columns([dropped]).append_column(EXTRA_TEST, pa.array(values))
+    path = str(tmp_path_factory.mktemp("changed_program") / os.path.basename(original))
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+    return types.SimpleNamespace(dropped=dropped, path=path, original=original)
+
+
+def _score_file(path: str, scorer, change=None) -> pd.DataFrame:
+    wafers = predict.read_dies([path], "parquet")
+    return predict.score([change(w) if change else w for w in wafers], scorer)
+
+
+@pytest.mark.parametrize("model", ["saved_model", "serve_dense", "tflite"])
+def test_a_file_with_another_program_is_mapped_onto_the_model_by_name(served_model, changed_program, model):
+    """The extra test is ignored and counted; the missing one is scored as not measured (NaN), the
+    way a die that never reached it is, never as a zero reading."""
+    scorer = {
+        "saved_model": lambda: SavedModelScorer(served_model.saved_model),
+        "serve_dense": lambda: SavedModelScorer(served_model.saved_model, dense_signature.DENSE_SIGNATURE),
+        "tflite": lambda: TFLiteScorer(os.path.join(served_model.tflite_dir, FLOAT32_FILE)),
+    }[model]()
+    dropped = changed_program.dropped
+    changed = _score_file(changed_program.path, scorer)
+    assert changed.attrs["unknown_tests"] == [EXTRA_TEST]
+    assert changed.attrs["missing_tests"] == [dropped]
+
+    not_measured = _score_file(changed_program.original, scorer, lambda w: w.assign(**{dropped: np.nan}))
+    assert not_measured.attrs["unknown_tests"] == [] and not_measured.attrs["missing_tests"] == []
+    pd.testing.assert_frame_equal(changed.drop(columns="probability"), not_measured.drop(columns="probability"))
+    np.testing.assert_allclose(changed["probability"], not_measured["probability"], atol=1e-6)
+
+    measured = _score_file(changed_program.original, scorer)
+    zero = _score_file(changed_program.original, scorer, lambda w: w.assign(**{dropped: 0.0}))
+    assert np.abs(changed["probability"] - measured["probability"]).max() > 1e-4  # the test matters
+    assert np.abs(changed["probability"] - zero["probability"]).max() > 1e-4  # and is not read as 0
+
+
+def test_cli_reports_tests_it_could_not_map(served_model, changed_program, tmp_path, capsys):
+    out = str(tmp_path / "p.csv")
+    assert predict.main([changed_program.path, "--model", served_model.saved_model, "--out", out]) == 0
+    printed = capsys.readouterr().out
+    assert f"1 tests in the files the model does not know (ignored): {EXTRA_TEST}" in printed
+    assert (
+        f"1 tests the model expects that the files lack (scored as not measured): {changed_program.dropped}" in printed
+    )

@@ -13,7 +13,7 @@ from tfx.types import standard_artifacts
 from components.model_export import REPORT_FILE
 from components.onnx_exporter import executor
 from components.onnx_exporter.component import OnnxExporter, ONNXModel
-from models import features
+from models import dense_signature, features
 from tests.export_harness import exporter_inputs
 
 
@@ -50,6 +50,12 @@ def test_executor_exports_a_blessed_model_that_onnxruntime_loads(served_model, t
         report = json.load(f)
     assert report["vs_serving_default"]["dies"] == 300 and report["vs_serving_default"]["max_abs_diff"] <= 1e-4
     assert output.get_int_custom_property("exported") == 1
+    # The column order travels beside the file: a client of model.onnx needs nothing else.
+    columns = list(dense_signature.read_columns(served_model.saved_model))
+    assert report["input"]["columns"] == columns
+    assert list(dense_signature.read_columns(path)) == columns
+    (dies,) = model.graph.input
+    assert dies.type.tensor_type.shape.dim[1].dim_value == len(columns)
 
 
 def test_executor_exports_nothing_for_an_unblessed_model(served_model, tmp_path):
