@@ -311,7 +311,7 @@ def test_cli_scores_every_sort_passing_die_with_each_local_model(served_model, t
 
 def test_scored_features_are_the_ingest_features(served_model, wafers):
     """read_dies + raw_examples must build what the ingest wrote: same die, same probability."""
-    files = glob.glob(os.path.join(served_model.examples_uri, "Split-eval", "*"))
+    files = glob.glob(os.path.join(served_model.examples_uri, "Split-test", "*"))
     records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
     keys = []
     for record in records:
