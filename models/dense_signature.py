@@ -317,13 +317,13 @@ class DenseTransform(tf.Module):
             if self._has_margin[i] and self._limit_features:
                 out[features.margin_name(test.feature)] = margin[:, i]
                 margins.append(margin[:, i])
-        out[features.transformed_name(features.N_MISSING)] = tf.reduce_sum(tf.cast(missing, tf.float32), axis=1)
+        out[features.transformed_name(features.N_MISSING)] = tf.reduce_mean(tf.cast(missing, tf.float32), axis=1)
         batch = tf.shape(dies)[0]
         if self._limit_features:
             if margins:
                 stacked = tf.stack(margins, axis=1)
                 smallest = tf.reduce_min(stacked, axis=1)
-                near = tf.reduce_sum(tf.cast(stacked < self._guard_band, tf.float32), axis=1)
+                near = tf.reduce_mean(tf.cast(stacked < self._guard_band, tf.float32), axis=1)
             else:
                 smallest, near = tf.fill([batch], cap), tf.zeros([batch])
             out[features.transformed_name(features.MIN_MARGIN)] = smallest
