@@ -13,9 +13,10 @@ program marks them `log_scale`). Median and IQR come from the training data (tft
 the values present); the limits are the program's, baked into the graph as constants, so a limit
 changed in a later revision never silently changes what a margin means, and serving computes
 exactly what training saw. Per die: the smallest margin, the share of its tests with limits
-that lie within the guard band of a limit, and the share of the program's tests not measured. Besides the tests: the wafer context and x / y
-z-scored, radius and radial zone from the program's die grid, and a vocabulary of probe slots
-(head and site).
+that lie within the guard band of a limit, and the share of the program's tests not measured.
+Besides the tests: the wafer context, the screens (DPAT, NNR, GDBN, ZPAT: data/screens.py) and
+x / y z-scored, radius and radial zone from the program's die grid, and a vocabulary of probe
+slots (head and site).
 """
 
 from __future__ import annotations
