@@ -51,6 +51,7 @@ NUM_OOV_BUCKETS = 1
 
 # Output of the serving signatures.
 PROBABILITY_KEY = "ft_fail_probability"
+INK_KEY = "ink"  # serving_default's second output: 1 where the probability reaches the operating point
 
 
 def transformed_name(key: str) -> str:
