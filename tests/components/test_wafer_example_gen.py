@@ -310,3 +310,22 @@ def test_time_split_puts_the_newest_lots_in_test(small_dataset, tmp_path):
     assert all(starts[lot] > newest_train for lot in lots["validation"] | lots["test"])
     assert min(starts[lot] for lot in lots["test"]) > max(starts[lot] for lot in lots["validation"])
     assert sum(len(v) for v in splits.values()) == manifest["sort_pass"]
+
+
+def test_ground_truth_in_the_sidecar_cannot_reach_the_examples(small_dataset, tmp_path):
+    """Leakage: with the generator's probability columns replaced by the label itself, the ingest
+    writes byte-identical examples, so no model trained on them can change."""
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    for path in glob.glob(str(data / "labels" / "*.parquet")):
+        labels = pd.read_parquet(path)
+        for column in ("ft_fail_prob", "ft_fail_prob_observable"):
+            labels[column] = labels["ft_fail"].astype(np.float32)
+        labels.to_parquet(path)
+    _, original = run_executor(small_dataset, str(tmp_path / "a"))
+    _, leaked = run_executor(str(data), str(tmp_path / "b"))
+
+    def records(splits):
+        return {k: sorted(e.SerializeToString(deterministic=True) for e in v) for k, v in splits.items()}
+
+    assert records(original) == records(leaked)
