@@ -6,7 +6,7 @@
 Generates one synthetic dataset, then runs the real pipeline twice on it (`make run` settings with
 the Tuner off, so both arms train the default network with the same seed and budget): once as it
 ships, once with `--no-limit-features` (no margins, no smallest margin, no near-limit count; the
-robust z-scores of the values stay). Both pushed models score the eval lots (the lot-hash split the
+robust z-scores of the values stay). Both pushed models score the test lots (the lot split the
 ingest made) through the predict client; the table shows AUC, PR-AUC and the share of final-test
 fails caught when 2% of dies are inked, with 95% intervals from a bootstrap over lots, and the
 paired difference (with limits minus without), resampling the same lots for both arms.
@@ -64,9 +64,9 @@ def bootstrap(frame: pd.DataFrame, columns: list[str], seed: int = 0) -> dict[st
     return {c: {m: np.asarray(v) for m, v in ms.items()} for c, ms in out.items()}
 
 
-def eval_lots(config: RunConfig) -> set[str]:
+def test_lots(config: RunConfig) -> set[str]:
     (uri,) = glob.glob(os.path.join(config.pipeline_root, "WaferExampleGen", "examples", "*"))
-    files = tf.io.gfile.glob(os.path.join(uri, "Split-eval", "*"))
+    files = tf.io.gfile.glob(os.path.join(uri, "Split-test", "*"))
     lots = set()
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         lots.add(tf.train.Example.FromString(record.numpy()).features.feature["lot_id"].bytes_list.value[0].decode())
@@ -92,11 +92,11 @@ def main(argv: list[str] | None = None) -> None:
                            seed=args.seed, enable_tuning=False, export_tflite=False, export_onnx=False, min_auc=0.0,
                            limit_features=with_limits)
         summary = local_runner.run(config)
-        lots = sorted(eval_lots(config))
+        lots = sorted(test_lots(config))
         files = [f for lot in lots for f in glob.glob(os.path.join(data, "wafers", lot, "*.stdf*"))]
         dies = predict.score(predict.read_dies(files, "stdf"), predict.load_scorer(summary["pushed_model"]))
         scored[arm] = dies.rename(columns={"probability": arm})
-        print(f"{arm}: pushed {summary['pushed_model']}, {len(dies)} eval dies in lots {lots}")
+        print(f"{arm}: pushed {summary['pushed_model']}, {len(dies)} test dies in lots {lots}")
 
     keys = ["lot_id", "wafer_id", "x", "y"]
     labels = pd.concat([pd.read_parquet(f) for f in glob.glob(os.path.join(data, "labels", "*.parquet"))])
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
                         on=keys)
     columns = ["without limits", "with limits", "ceiling"]
     boot = bootstrap(frame, columns)
-    print(f"\neval lots: {frame.lot_id.nunique()}, dies: {len(frame)}, final-test fails: {int(frame.ft_fail.sum())}; "
+    print(f"\ntest lots: {frame.lot_id.nunique()}, dies: {len(frame)}, final-test fails: {int(frame.ft_fail.sum())}; "
           f"95% intervals: bootstrap over lots ({N_BOOT} resamples)")
     print(f"{'score':<40} {'AUC':>22} {'PR-AUC':>22} {'fails caught at 2% inked':>26}")
     result = {}

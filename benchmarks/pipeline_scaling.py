@@ -1,6 +1,6 @@
 """End-to-end pipeline wall time and peak memory against dataset size, plus a fully cached re-run.
 
-    python benchmarks/pipeline_scaling.py [--lots 2 4 16] [--wafers-per-lot 5] [--out output/bench]
+    python benchmarks/pipeline_scaling.py [--lots 3 6 18] [--wafers-per-lot 5] [--out output/bench]
 
 Each size runs `python -m pipeline.local_runner` in a fresh output directory as a child process (the
 default Beam profile: DirectRunner, multi_processing) with a small training budget, so the figures
@@ -10,9 +10,8 @@ single process as the kernel reports it (getrusage RUSAGE_CHILDREN). Each row is
 row before it (growth per step) and with the smallest dataset (the baseline). The last row re-runs
 the largest size unchanged: every component should be a cache hit.
 
-The smallest size is 2 lots, not 1: train and eval are split by lot, so a single lot leaves one
-split empty. Seed 7 puts the first two lots in different splits (lot names do not depend on the
-number of lots, so every larger size keeps both).
+The smallest size is 3 lots: train, validation and test are split by lot (dealt in proportion,
+at least one lot each), so fewer lots leave a split empty.
 """
 
 from __future__ import annotations
@@ -38,8 +37,6 @@ TRAINING_FLAGS = (
     "200",
     "--epochs",
     "2",
-    "--eval-steps",
-    "10",
     "--tuner-trials",
     "1",
     "--tuner-steps",
@@ -146,7 +143,7 @@ def format_components(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lots", type=int, nargs="+", default=[2, 4, 16])
+    parser.add_argument("--lots", type=int, nargs="+", default=[3, 6, 18])
     parser.add_argument("--wafers-per-lot", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default=os.path.join("output", "bench"))

@@ -130,7 +130,6 @@ def train_small(workdir: str) -> tuple[str, str]:
         input_format="parquet",
         train_steps=300,
         epochs=3,
-        eval_steps=10,
         enable_tuning=False,
         min_auc=0.0,
         tflite_int8=True,
@@ -144,7 +143,7 @@ def train_small(workdir: str) -> tuple[str, str]:
 
 
 def held_out_records(examples_uri: str, limit: int) -> list[bytes]:
-    files = sorted(glob.glob(os.path.join(examples_uri, "Split-eval", "*")))
+    files = sorted(glob.glob(os.path.join(examples_uri, "Split-test", "*")))
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit)
     return [r.numpy() for r in dataset]
 

@@ -30,7 +30,7 @@ REPORT_FILE = "export_report.json"
 EXPORTED_PROPERTY = "exported"  # int custom property of the output artifact: 1 exported, 0 skipped
 
 # The inputs both exporters take: the Trainer's model, the Evaluator's blessing, and (optional)
-# ExampleGen output whose eval split checks the export against serving_default.
+# ExampleGen output whose test split checks the export against serving_default.
 EXPORT_INPUTS = {
     MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
     MODEL_BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
@@ -107,7 +107,7 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
 
 def held_out_check(loaded, input_dict: dict, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Eval-split dies as (dense matrix, serving_default probabilities, labels); empty if no examples."""
-    serialized = read_examples(input_dict, "eval", limit)
+    serialized = read_examples(input_dict, "test", limit)
     matrix = dense_signature.dense_matrix_from_examples(serialized, dense_signature.loaded_columns(loaded))
     return matrix, serving_default_probabilities(loaded, serialized), labels_of(serialized)
 

@@ -1,11 +1,13 @@
-"""One wafer from all its reads: the per-wafer steps the ingest and the predict client share.
+"""One wafer (and one lot) from all its reads: the steps the ingest and the predict client share.
 
 A wafer can be tested in several files (a first pass, then a retest run). Its dies are every read
 in test-time order (MIR START_T, then file path), the last test of each X/Y wins, and the wafer
 context (data/wafer_features.py) is computed over the whole wafer, sort fails included. Only then
 are sort fails set aside: they never reach final test. Both the ingest (components/wafer_example_gen)
 and `waferflow-predict` (pipeline/predict.py) call `assemble_wafer`, so training and scoring see
-the same dies with the same features.
+the same dies with the same features. `assemble_lot` does that for every wafer of a lot and adds the
+industry's screens (data/screens.py: DPAT, NNR, GDBN per wafer against the file's own limits, ZPAT
+across the lot's wafers), which the model gets as features.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from data.readers import WaferRead, last_test_wins
+from data.screens import ScreenConfig, screen_lot, screen_wafer
 from data.wafer_features import add_wafer_context
 
 
@@ -44,3 +47,21 @@ def assemble_wafer(reads: list[WaferRead]) -> Wafer:
     kept, across = last_test_wins(dies)
     kept = kept.astype({"x": np.int64, "y": np.int64})
     return Wafer(ordered[0].lot_id, ordered[0].wafer_id, add_wafer_context(kept), within + across)
+
+
+def assemble_lot(reads: list[WaferRead], config: ScreenConfig | None = None) -> list[Wafer]:
+    """Every wafer of one lot from all its reads, screened (wafer screens against the limits of the
+    wafer's newest file, then ZPAT over the lot), in wafer-id order."""
+    by_wafer: dict[str, list[WaferRead]] = {}
+    for read in reads:
+        by_wafer.setdefault(read.wafer_id, []).append(read)
+    wafers = []
+    for wafer_id in sorted(by_wafer):
+        wafer = assemble_wafer(by_wafer[wafer_id])
+        newest = max(by_wafer[wafer_id], key=lambda r: (r.start_time, r.source))
+        tests = newest.program.tests if newest.program else []
+        wafer.dies = screen_wafer(wafer.dies, tests, config)
+        wafers.append(wafer)
+    for wafer, screened in zip(wafers, screen_lot([w.dies for w in wafers], config), strict=True):
+        wafer.dies = screened
+    return wafers

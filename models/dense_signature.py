@@ -39,16 +39,16 @@ from models import features, preprocessing
 DENSE_SIGNATURE = "serve_dense"
 DENSE_INPUT = "dies"
 COLUMNS_FILE = "dense_columns.json"
-# Raw features the Transform z-scores with mean and variance (ignoring missing values).
-Z_SCORED: tuple[str, ...] = features.CONTEXT + features.COORDINATES
 
 _CALL_OPS = ("StatefulPartitionedCall", "PartitionedCall")
 
 
 def dense_columns(program: TestProgram, raw_feature_spec: dict) -> tuple[str, ...]:
-    """The dense input's columns for a model: the program's tests the Transform saw, then the rest."""
+    """The dense input's columns for a model: the program's tests the Transform saw, then the other
+    inputs it saw (a screen without a value on any training die is not one), head and site."""
     tests = [t.feature for t in program.tests if t.feature in raw_feature_spec]
-    return (*tests, *features.NON_TEST_INPUTS)
+    others = [k for k in features.Z_SCORED if k in raw_feature_spec]
+    return (*tests, *others, *features.SLOT)
 
 
 def write_columns(columns: Sequence[str], directory: str) -> str:
@@ -141,7 +141,8 @@ class TransformConstants:
     tests: tuple[TestDef, ...]  # the program's tests among `columns`, same order
     median: tuple[float, ...]  # per test, on its feature scale (log for log-scale tests)
     scale: tuple[float, ...]  # per test: IQR / 1.349, 1 where the IQR is 0
-    mean: tuple[float, ...]  # per Z_SCORED feature, over the values present in the training split
+    z_scored: tuple[str, ...]  # the z-scored raw inputs among `columns` (features.Z_SCORED)
+    mean: tuple[float, ...]  # per z_scored feature, over the values present in the training split
     variance: tuple[float, ...]
     slot_vocabulary: tuple[float, ...]  # probe slots (head * SLOT_BASE + site) in vocabulary-id order
     centre: tuple[float, float]  # die grid centre and radius scale (data/program.py `Grid`)
@@ -157,8 +158,9 @@ class TransformConstants:
         raw_spec = tf_transform_output.raw_feature_spec()
         columns = dense_columns(program, raw_spec)
         tests = tuple(t for t in program.tests if t.feature in columns)
-        stats, quartiles = _analyzer_outputs(tf_transform_output, Z_SCORED, [t.feature for t in tests])
-        missing = [k for k in Z_SCORED if k not in stats] + [t.feature for t in tests if t.feature not in quartiles]
+        z_scored = tuple(k for k in features.Z_SCORED if k in columns)
+        stats, quartiles = _analyzer_outputs(tf_transform_output, z_scored, [t.feature for t in tests])
+        missing = [k for k in z_scored if k not in stats] + [t.feature for t in tests if t.feature not in quartiles]
         if missing:
             raise ValueError(f"the Transform graph has no statistics for {missing}")
         vocabulary = tf_transform_output.vocabulary_by_name(features.vocabulary_name(features.SLOT_FEATURE))
@@ -177,8 +179,9 @@ class TransformConstants:
             tests=tests,
             median=tuple(quartiles[t.feature][1] for t in tests),
             scale=tuple(scales),
-            mean=tuple(stats[k][0] for k in Z_SCORED),
-            variance=tuple(stats[k][1] for k in Z_SCORED),
+            z_scored=z_scored,
+            mean=tuple(stats[k][0] for k in z_scored),
+            variance=tuple(stats[k][1] for k in z_scored),
             slot_vocabulary=slots,
             centre=grid.centre() if grid else (0.0, 0.0),
             radius_scale=grid.radius_scale() if grid else (0.0, 0.0),
@@ -284,7 +287,8 @@ class DenseTransform(tf.Module):
         self._lo = tf.constant(np.asarray([-math.inf if v is None else v for v in lo], np.float32))
         self._hi = tf.constant(np.asarray([math.inf if v is None else v for v in hi], np.float32))
         std = np.sqrt(np.asarray(c.variance, np.float32))
-        self._z_columns = [index[k] for k in Z_SCORED]
+        self._z_scored = c.z_scored
+        self._z_columns = [index[k] for k in c.z_scored]
         self._mean = tf.constant(np.asarray(c.mean, np.float32))
         # scale_to_z_score leaves a zero-variance feature centred but unscaled.
         self._std = tf.constant(np.where(std == 0, np.float32(1), std).astype(np.float32))
@@ -313,13 +317,13 @@ class DenseTransform(tf.Module):
             if self._has_margin[i] and self._limit_features:
                 out[features.margin_name(test.feature)] = margin[:, i]
                 margins.append(margin[:, i])
-        out[features.transformed_name(features.N_MISSING)] = tf.reduce_sum(tf.cast(missing, tf.float32), axis=1)
+        out[features.transformed_name(features.N_MISSING)] = tf.reduce_mean(tf.cast(missing, tf.float32), axis=1)
         batch = tf.shape(dies)[0]
         if self._limit_features:
             if margins:
                 stacked = tf.stack(margins, axis=1)
                 smallest = tf.reduce_min(stacked, axis=1)
-                near = tf.reduce_sum(tf.cast(stacked < self._guard_band, tf.float32), axis=1)
+                near = tf.reduce_mean(tf.cast(stacked < self._guard_band, tf.float32), axis=1)
             else:
                 smallest, near = tf.fill([batch], cap), tf.zeros([batch])
             out[features.transformed_name(features.MIN_MARGIN)] = smallest
@@ -328,7 +332,7 @@ class DenseTransform(tf.Module):
         other = tf.gather(dies, self._z_columns, axis=1)
         other_missing = tf.not_equal(other, other)
         zo = tf.where(other_missing, tf.zeros_like(other), (other - self._mean) / self._std)
-        for i, k in enumerate(Z_SCORED):
+        for i, k in enumerate(self._z_scored):
             out[features.transformed_name(k)] = zo[:, i]
 
         (cx, cy), (sx, sy) = self._centre, self._radius_scale
@@ -361,7 +365,7 @@ def probe_dies(constants: TransformConstants, n: int = 256, seed: int = 0) -> pd
         g = constants.median[i] + constants.scale[i] * rng.normal(size=n) * 3
         frame[test.feature] = (np.exp(g) if test.log_scale else g).astype(np.float32)
         frame[test.feature][rng.random(n) < 0.1] = np.nan
-    for i, name in enumerate(Z_SCORED):
+    for i, name in enumerate(constants.z_scored):
         std = np.sqrt(constants.variance[i]) or 1.0
         frame[name] = (constants.mean[i] + std * rng.normal(size=n) * 2).astype(np.float32)
     slots = list(constants.slot_vocabulary) + [max(constants.slot_vocabulary, default=0) + 1]

@@ -8,6 +8,7 @@ derived features, and says how a test's derived features are named.
 
 from __future__ import annotations
 
+from data.screens import SCREEN_FEATURES
 from data.wafer_features import CONTEXT_FEATURES
 
 LABEL_KEY = "ft_fail"
@@ -21,10 +22,12 @@ SLICES = ((LOT_KEY,), (WAFER_KEY,), (HEAD_KEY, SITE_KEY))
 
 # Raw model inputs besides the tests, in the order the dense serving signature takes them.
 CONTEXT = CONTEXT_FEATURES  # wafer-neighbourhood features (data/wafer_features.py), z-scored
+SCREENS = SCREEN_FEATURES  # DPAT, NNR, GDBN, ZPAT per die (data/screens.py), z-scored; NaN = none
 COORDINATES = ("x", "y")  # z-scored, and turned into radius and zone with the program's grid
 SLOT = (HEAD_KEY, SITE_KEY)  # the probe slot: a vocabulary of head * SLOT_BASE + site
 SLOT_BASE = 1000  # site numbers are U1 (0-255): head 2 site 3 is slot 2003
-NON_TEST_INPUTS = CONTEXT + COORDINATES + SLOT
+Z_SCORED = CONTEXT + SCREENS + COORDINATES  # z-scored over the values present
+NON_TEST_INPUTS = Z_SCORED + SLOT
 
 # Derived in the Transform, per die.
 RADIUS = "radius"
@@ -48,6 +51,7 @@ NUM_OOV_BUCKETS = 1
 
 # Output of the serving signatures.
 PROBABILITY_KEY = "ft_fail_probability"
+INK_KEY = "ink"  # serving_default's second output: 1 where the probability reaches the operating point
 
 
 def transformed_name(key: str) -> str:

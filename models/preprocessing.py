@@ -12,10 +12,11 @@ where g is the identity, or log for positive right-skewed tests (leakage, static
 program marks them `log_scale`). Median and IQR come from the training data (tft.quantiles over
 the values present); the limits are the program's, baked into the graph as constants, so a limit
 changed in a later revision never silently changes what a margin means, and serving computes
-exactly what training saw. Per die: the smallest margin, the number of tests within the guard band
-of a limit, and the number of tests not measured. Besides the tests: the wafer context and x / y
-z-scored, radius and radial zone from the program's die grid, and a vocabulary of probe slots
-(head and site).
+exactly what training saw. Per die: the smallest margin, the share of its tests with limits
+that lie within the guard band of a limit, and the share of the program's tests not measured.
+Besides the tests: the wafer context, the screens (DPAT, NNR, GDBN, ZPAT: data/screens.py) and
+x / y z-scored, radius and radial zone from the program's die grid, and a vocabulary of probe
+slots (head and site).
 """
 
 from __future__ import annotations
@@ -139,19 +140,23 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
         if margin is not None and with_limits:
             outputs[features.margin_name(test.feature)] = margin
             margins.append(margin)
-    outputs[features.transformed_name(features.N_MISSING)] = n_missing
+    # Counts as shares of the program: bounded inputs whatever the number of tests (30 or 300), and
+    # a range an int8 TF Lite model's first layer can represent.
+    n_tests = max(1, sum(t.feature in inputs for t in program.tests))
+    outputs[features.transformed_name(features.N_MISSING)] = n_missing / n_tests
     if with_limits:
         if margins:
             stacked = tf.stack(margins, axis=1)
             smallest = tf.reduce_min(stacked, axis=1)
-            near = tf.reduce_sum(tf.cast(stacked < guard_band, tf.float32), axis=1)
+            near = tf.reduce_mean(tf.cast(stacked < guard_band, tf.float32), axis=1)
         else:  # a program without limits: every die is far from them
             smallest, near = tf.fill(tf.shape(batch_like), features.MARGIN_CAP), tf.zeros_like(batch_like)
         outputs[features.transformed_name(features.MIN_MARGIN)] = smallest
         outputs[features.transformed_name(features.N_NEAR_LIMIT)] = near
 
-    for key in features.CONTEXT + features.COORDINATES:
-        outputs[features.transformed_name(key)] = _z_score_ignoring_missing(_as_dense_nan(inputs[key]))
+    for key in features.Z_SCORED:
+        if key in inputs:  # a screen with no value on any die (ZPAT on one-wafer lots) is not a feature
+            outputs[features.transformed_name(key)] = _z_score_ignoring_missing(_as_dense_nan(inputs[key]))
 
     radius = die_radius(_as_dense_nan(inputs["x"]), _as_dense_nan(inputs["y"]), program)
     outputs[features.transformed_name(features.RADIUS)] = radius

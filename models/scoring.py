@@ -4,7 +4,8 @@ Each turns a DataFrame of dies (raw columns, wafer context added, as the readers
 `data.wafer_features.add_wafer_context` produce them) into final-test fail probabilities, so the
 batch-scoring command, the exporters' parity checks, the parity tests and the serving benchmark
 all run a model the same way. `prepare` (featurising) and `predict` (the model) are separate so
-a benchmark can time the model alone.
+a benchmark can time the model alone. Each also loads what is stored beside the model: its dense
+column order and its operating point (models/operating_point.py; None for a model without one).
 
     SavedModelScorer(path)                      serving_default: serialized tf.Examples
     SavedModelScorer(path, signature="serve_dense")   the dense matrix (models/dense_signature.py)
@@ -22,6 +23,8 @@ import pandas as pd
 import tensorflow as tf
 
 from models import dense_signature, features
+from models.operating_point import OperatingPoint
+from models.operating_point import find as find_operating_point
 
 SERVING_DEFAULT = "serving_default"
 
@@ -37,10 +40,13 @@ def example_columns(dies: pd.DataFrame) -> list[str]:
 class Scorer:
     """dies -> probabilities [n]; `prepare` builds the model's input, `predict` runs the model.
 
-    `columns` is the model's dense input order (models/dense_signature.py), stored with the model."""
+    `columns` is the model's dense input order (models/dense_signature.py) and `operating_point` its
+    ink threshold (models/operating_point.py), both stored with the model; `operating_point` is None
+    for a model exported without one."""
 
     name = "model"
     columns: tuple[str, ...] = ()
+    operating_point: OperatingPoint | None = None
 
     def prepare(self, dies: pd.DataFrame) -> Any:
         return dense_signature.dense_matrix(dies, self.columns)
@@ -62,6 +68,7 @@ class SavedModelScorer(Scorer):
         self.signature = signature
         self._fn = self.loaded.signatures[signature]
         self.columns = dense_signature.read_columns(path)
+        self.operating_point = find_operating_point(path)
         self.name = f"SavedModel {signature}"
 
     def prepare(self, dies: pd.DataFrame) -> Any:
@@ -82,6 +89,7 @@ class TFLiteScorer(Scorer):
 
         self.interpreter = Interpreter(model_path=path, model_content=model_content, num_threads=num_threads)
         self.columns = dense_signature.read_columns(path) if path else ()
+        self.operating_point = find_operating_point(path) if path else None
         (key,) = self.interpreter.get_signature_list()
         self._runner = self.interpreter.get_signature_runner(key)
         self.name = f"TF Lite {os.path.basename(path) if path else ''}".strip()
@@ -103,6 +111,7 @@ class OnnxScorer(Scorer):
         with tf.io.gfile.GFile(path, "rb") as f:  # through the filesystem layer: gs:// works too
             self.session = onnxruntime.InferenceSession(f.read(), options, providers=["CPUExecutionProvider"])
         self.columns = dense_signature.read_columns(path)
+        self.operating_point = find_operating_point(path)
         self.name = f"ONNX Runtime {os.path.basename(path)}"
 
     def predict(self, prepared: np.ndarray) -> np.ndarray:
@@ -119,6 +128,7 @@ def load_scorer(path: str, signature: str = SERVING_DEFAULT) -> Scorer:
             with tf.io.gfile.GFile(path, "rb") as f:
                 scorer = TFLiteScorer(model_content=f.read())
             scorer.columns = dense_signature.read_columns(path)
+            scorer.operating_point = find_operating_point(path)
             return scorer
         return TFLiteScorer(path)
     if path.endswith(".onnx"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 
 import keras
@@ -12,15 +13,30 @@ import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
 
-from models import dense_signature, features, model, training
+from models import dense_signature, features, model, operating_point, training
 
 # Trainer custom_config keys.
 EPOCHS_KEY = "epochs"
 BATCH_SIZE_KEY = "batch_size"
 STRATEGY_KEY = "strategy"
 MIXED_PRECISION_KEY = "mixed_precision"
-GUARD_BAND_KEY = "guard_band"
-SEED_KEY = "seed"  # must equal the Transform's (pipeline/pipeline.py passes both)
+GUARD_BAND_KEY = "guard_band"  # must equal the Transform's (pipeline/pipeline.py passes both)
+SEED_KEY = "seed"
+ESCAPE_COST_KEY = "escape_cost"
+OVERKILL_COST_KEY = "overkill_cost"
+
+
+def validation_probabilities(keras_model, dataset: tf.data.Dataset, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, calibrated probabilities) of every die of a finite (features, label) dataset."""
+    names = [t.name for t in keras_model.inputs]
+    labels, probabilities = [], []
+    for batch, label in dataset:
+        logit = keras_model({n: tf.reshape(batch[n], [-1, 1]) for n in names}, training=False)
+        probabilities.append(tf.sigmoid(tf.cast(logit, tf.float32) - shift).numpy().reshape(-1))
+        labels.append(np.asarray(label).reshape(-1))
+    if not labels:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(labels), np.concatenate(probabilities)
 
 
 def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput, columns) -> dict:
@@ -54,6 +70,7 @@ class ServingModule(tf.Module):
         tf_transform_output: tft.TFTransformOutput,
         shift: float,
         guard_band: float = features.DEFAULT_GUARD_BAND,
+        op: operating_point.OperatingPoint | None = None,
     ):
         super().__init__()
         self.model = keras_model
@@ -69,6 +86,13 @@ class ServingModule(tf.Module):
         self.dense_columns_asset = tf.saved_model.Asset(
             dense_signature.write_columns(self.columns, tempfile.mkdtemp(prefix="dense_columns"))
         )
+        # The ink decision chosen on validation (models/operating_point.py): a second output of
+        # serving_default, and `assets/operating_point.json` for every other client.
+        self.threshold = tf.constant(op.threshold if op else 2.0, tf.float32)  # 2: never ink
+        if op is not None:
+            self.operating_point_asset = tf.saved_model.Asset(
+                operating_point.write(op, tempfile.mkdtemp(prefix="operating_point"))
+            )
         self.serve_dense = tf.function(
             self._serve_dense,
             input_signature=[tf.TensorSpec([None, len(self.columns)], tf.float32, name=dense_signature.DENSE_INPUT)],
@@ -82,7 +106,9 @@ class ServingModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, serialized):
         parsed = tf.io.parse_example(serialized, self.raw_spec)
-        return {features.PROBABILITY_KEY: self.probability(self.tft_layer(parsed))}
+        probability = self.probability(self.tft_layer(parsed))
+        ink = tf.cast(probability >= self.threshold, tf.int64)
+        return {features.PROBABILITY_KEY: probability, features.INK_KEY: ink}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(self, serialized):
@@ -108,9 +134,14 @@ def float32_copy(keras_model: keras.Model, hp: keras_tuner.HyperParameters, spec
 
 
 def export_serving_model(
-    keras_model, tf_transform_output, shift: float, path: str, guard_band: float = features.DEFAULT_GUARD_BAND
+    keras_model,
+    tf_transform_output,
+    shift: float,
+    path: str,
+    guard_band: float = features.DEFAULT_GUARD_BAND,
+    op: operating_point.OperatingPoint | None = None,
 ) -> None:
-    module = ServingModule(keras_model, tf_transform_output, shift, guard_band)
+    module = ServingModule(keras_model, tf_transform_output, shift, guard_band, op)
     worst = dense_signature.check_against_transform(
         module.dense_transform, module.tft_layer, module.raw_spec, module.transform_constants
     )
@@ -148,7 +179,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     rate = training.positive_rate(finite_train)
     weights = training.class_weights(rate)
     train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
-    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
+    # The validation split, each die exactly once per evaluation (a finite, unshuffled pass).
+    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size,
+                                   num_epochs=1, shuffle=False)
 
     policy = training.mixed_precision_policy() if config.get(MIXED_PRECISION_KEY, True) else "float32"
     keras.mixed_precision.set_global_policy(policy)
@@ -163,7 +196,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             validation_data=evaluation,
             epochs=epochs,
             steps_per_epoch=max(1, fn_args.train_steps // epochs),
-            validation_steps=fn_args.eval_steps,
             class_weight=weights,
             callbacks=[
                 keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=3,
@@ -173,8 +205,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             ],
             verbose=2,
         )
-        export_serving_model(float32_copy(keras_model, hp, spec), tf_transform_output,
-                             training.prior_shift(weights), fn_args.serving_model_dir,
-                             float(config.get(GUARD_BAND_KEY, features.DEFAULT_GUARD_BAND)))
+        served = float32_copy(keras_model, hp, spec)
+        shift = training.prior_shift(weights)
+        # The ink threshold is chosen on validation, never on test (pipeline/pipeline.py).
+        labels, probabilities = validation_probabilities(served, evaluation, shift)
+        costs = float(config.get(ESCAPE_COST_KEY, 50.0)), float(config.get(OVERKILL_COST_KEY, 1.0))
+        op = operating_point.fit(labels, probabilities, *costs)
+        op = dataclasses.replace(op, extra={"split": "validation", "ink_rate": float(np.mean(op.ink(probabilities)))})
+        logging.info("Operating point on %d validation dies: %s", len(labels), op.to_dict())
+        export_serving_model(served, tf_transform_output, shift, fn_args.serving_model_dir,
+                             float(config.get(GUARD_BAND_KEY, features.DEFAULT_GUARD_BAND)), op)
     finally:
         training.reset_policy()

@@ -40,7 +40,9 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
                                      batch_size, num_epochs=1, shuffle=False)
     weights = training.class_weights(training.positive_rate(finite_train))
     train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
-    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
+    # The validation split, each die exactly once per evaluation (a finite, unshuffled pass).
+    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size,
+                                   num_epochs=1, shuffle=False)
     return tfx.components.TunerFnResult(
         tuner=tuner,
         fit_kwargs={
@@ -48,7 +50,6 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
             "validation_data": evaluation,
             "epochs": epochs,
             "steps_per_epoch": max(1, fn_args.train_steps // epochs),
-            "validation_steps": fn_args.eval_steps,
             "class_weight": weights,
         },
     )

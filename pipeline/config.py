@@ -23,12 +23,15 @@ class RunConfig:
     pipeline_name: str = ""
     # Synthetic data, used when data_dir has no dataset yet: a built-in product (data/products).
     product: str = "WF7N"
-    lots: int = 10
+    lots: int = 20
     wafers_per_lot: int = 5
     seed: int = 42
     # Input.
     input_format: str = "stdf"  # a key of data.readers.READERS: "stdf" (STDF V4 files) or "parquet"
     bad_file_policy: str = "fail"
+    # Lot-disjoint train / validation / test splits (3:1:2): "lot_random" (exact proportions),
+    # "lot_hash" (stable per lot) or "time" (oldest lots train, newest test: use it on real data).
+    split_by: str = "lot_random"
     input_pattern: str = ""  # glob of tester files under the data dir; default: see `file_pattern`
     labels_pattern: str = "labels/*.parquet"  # final-test labels sidecar(s), relative to the data dir
     # Features: a test within this many robust sigmas of a limit counts as near it (models/preprocessing.py).
@@ -36,7 +39,6 @@ class RunConfig:
     limit_features: bool = True  # per-test margins to the limits and per-die summaries (off: ablation)
     # Training.
     train_steps: int = 1200
-    eval_steps: int = 60
     epochs: int = 12
     batch_size: int = 256
     enable_tuning: bool = True
@@ -48,7 +50,11 @@ class RunConfig:
     # Evaluation gate.
     min_auc: float = 0.6
     max_auc_drop: float = 0.01
-    operating_threshold: float = 0.1
+    operating_threshold: float = 0.1  # precision / recall are reported at this probability
+    # The ink decision: what an escape (a final-test fail not inked) and an overkill (a good die
+    # inked) cost, in any unit; the Trainer picks the threshold that minimises their sum on validation.
+    escape_cost: float = 50.0
+    overkill_cost: float = 1.0
     # Exports of the blessed model beside the Pusher (components/tflite_exporter, onnx_exporter).
     export_tflite: bool = True
     tflite_int8: bool = False  # also an int8 post-training-quantized TF Lite model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import config_pb2
@@ -27,8 +29,16 @@ RUN_FN = "models.trainer.run_fn"
 BASELINE_STRATEGIES = ("latest_blessed_other", "latest_blessed")
 
 
-def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float) -> tfma.EvalConfig:
-    """TFMA: headline metrics sliced by lot, wafer and site; AUC gates against floor and baseline."""
+def eval_config(
+    min_auc: float, max_auc_drop: float, operating_threshold: float, escape_cost: float = 50.0,
+    overkill_cost: float = 1.0,
+) -> tfma.EvalConfig:
+    """TFMA: headline metrics sliced by lot, wafer and probe slot; AUC gates against floor and baseline.
+
+    Expected cost per die is measured at the threshold the costs imply for a calibrated model,
+    overkill / (overkill + escape) (models/metrics.py); the Trainer's own operating point, chosen on
+    validation, is stored with the model and reported by the summary."""
+    cost_threshold = overkill_cost / (overkill_cost + escape_cost)
     auc_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_auc}),
         change_threshold=tfma.GenericChangeThreshold(
@@ -68,6 +78,12 @@ def eval_config(min_auc: float, max_auc_drop: float, operating_threshold: float)
                     tfma.MetricConfig(class_name="MeanLabel"),
                     tfma.MetricConfig(class_name="MeanPrediction"),
                     tfma.MetricConfig(class_name="CalibrationPlot"),
+                    tfma.MetricConfig(
+                        class_name="ExpectedCost",
+                        module="models.metrics",
+                        config=json.dumps({"threshold": cost_threshold, "escape_cost": escape_cost,
+                                           "overkill_cost": overkill_cost}),
+                    ),
                 ]
             )
         ],
@@ -96,6 +112,7 @@ def create_pipeline(
         input_pattern=c.file_pattern,
         labels_pattern=c.labels_pattern,
         bad_file_policy=c.bad_file_policy,
+        split_by=c.split_by,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
@@ -121,8 +138,8 @@ def create_pipeline(
             tuner_fn=TUNER_FN,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
-            train_args=tfx.proto.TrainArgs(num_steps=c.tuner_steps),
-            eval_args=tfx.proto.EvalArgs(num_steps=max(1, c.eval_steps // 2)),
+            train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=c.tuner_steps),
+            eval_args=tfx.proto.EvalArgs(splits=["validation"]),
             custom_config={"max_trials": c.tuner_trials, "epochs": c.tuner_epochs, "batch_size": c.batch_size,
                            "seed": c.seed},
         )
@@ -135,8 +152,9 @@ def create_pipeline(
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,
-        train_args=tfx.proto.TrainArgs(num_steps=c.train_steps),
-        eval_args=tfx.proto.EvalArgs(num_steps=c.eval_steps),
+        # Validation, read once per epoch in full, early-stops and schedules; test is never seen here.
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=c.train_steps),
+        eval_args=tfx.proto.EvalArgs(splits=["validation"]),
         custom_config={
             "epochs": c.epochs,
             "batch_size": c.batch_size,
@@ -144,6 +162,8 @@ def create_pipeline(
             "mixed_precision": c.mixed_precision,
             "guard_band": float(c.guard_band),
             "seed": c.seed,
+            "escape_cost": float(c.escape_cost),
+            "overkill_cost": float(c.overkill_cost),
         },
     )
     if baseline_strategy not in BASELINE_STRATEGIES:
@@ -162,9 +182,10 @@ def create_pipeline(
         ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
+        example_splits=["test"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(c.min_auc, c.max_auc_drop, c.operating_threshold),
+        eval_config=eval_config(c.min_auc, c.max_auc_drop, c.operating_threshold, c.escape_cost, c.overkill_cost),
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+import pandas as pd
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from sklearn.metrics import roc_auc_score
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from components.wafer_example_gen.executor import REPORT_FILE
 from data.program import PROGRAM_FILE, TestProgram
-from models.features import LABEL_KEY
+from models import evaluation, operating_point
+from models.features import LABEL_KEY, PROBABILITY_KEY
 
 # Ground-truth columns of the synthetic data's labels sidecar (data/writers.py), read only here.
 ORACLE_KEY = "ft_fail_prob"
@@ -42,35 +44,71 @@ def _custom(artifact, key: str):
     return value.int_value if value.HasField("int_value") else value.string_value
 
 
-def oracle_auc(examples_uri: str, labels_glob: str, split: str = "eval") -> dict | None:
-    """AUC on a split of the generator's true failure probability, the best any model can reach,
-    and of the probability without its hidden per-die noise (the best from what a tester records).
+def _split_frame(examples_uri: str, split: str) -> tuple[pd.DataFrame, list[bytes]]:
+    """lot, wafer, x, y and label of every example of a split, and the serialized examples."""
+    rows, records = [], []
+    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        raw = record.numpy()
+        feature = tf.train.Example.FromString(raw).features.feature
+        rows.append((feature["lot_id"].bytes_list.value[0].decode(), feature["wafer_id"].bytes_list.value[0].decode(),
+                     feature["x"].int64_list.value[0], feature["y"].int64_list.value[0],
+                     feature[LABEL_KEY].int64_list.value[0]))
+        records.append(raw)
+    return pd.DataFrame(rows, columns=["lot_id", "wafer_id", "x", "y", LABEL_KEY]), records
 
-    Ground truth lives only in the synthetic data's labels sidecar, never in the examples; it is
-    joined here by lot, wafer and x/y. Real data (no such columns) returns None.
-    """
-    import pandas as pd
 
-    files = sorted(tf.io.gfile.glob(labels_glob))
-    if not files:
+def test_figures(examples_uri: str, model_dir: str | None, labels_glob: str | None, split: str = "test",
+                 n_boot: int = 300) -> dict | None:
+    """The model's figures on the test split with 95% intervals from a bootstrap over lots
+    (models/evaluation.py), its operating point there, and the ceilings of synthetic data.
+
+    Ground truth of synthetic data (the generator's probabilities) lives only in the labels
+    sidecar, never in the examples: it is joined here by lot, wafer and x/y, and only to show
+    what the best possible model would score. Real data has no such columns."""
+    frame, records = _split_frame(examples_uri, split)
+    if frame.empty or frame[LABEL_KEY].nunique() < 2:
         return None
-    truth = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    if ORACLE_KEY not in truth.columns:
+    columns = []
+    op = None
+    if model_dir:
+        loaded = tf.saved_model.load(model_dir)
+        serve = loaded.signatures["serving_default"]
+        probabilities = [serve(examples=tf.constant(records[i : i + 4096]))[PROBABILITY_KEY].numpy().reshape(-1)
+                         for i in range(0, len(records), 4096)]
+        frame["model"] = np.concatenate(probabilities)
+        columns.append("model")
+        op = operating_point.find(model_dir)
+    truth_files = sorted(tf.io.gfile.glob(labels_glob)) if labels_glob else []
+    if truth_files:
+        truth = pd.concat([pd.read_parquet(f) for f in truth_files], ignore_index=True)
+        keys = ["lot_id", "wafer_id", "x", "y"]
+        for key, name in ((ORACLE_KEY, "ceiling"), (OBSERVABLE_ORACLE_KEY, "observable ceiling")):
+            if key in truth.columns:
+                part = truth.astype({"x": "int64", "y": "int64"}).drop_duplicates(keys, keep="last")[[*keys, key]]
+                frame = frame.merge(part.rename(columns={key: name}), on=keys, how="left")
+                if frame[name].notna().all():
+                    columns.append(name)
+                else:
+                    frame = frame.drop(columns=[name])
+    if not columns:
         return None
-    keys = []
-    for record in tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")),
-                                          compression_type="GZIP"):
-        feature = tf.train.Example.FromString(record.numpy()).features.feature
-        keys.append((feature["lot_id"].bytes_list.value[0].decode(), feature["wafer_id"].bytes_list.value[0].decode(),
-                     feature["x"].int64_list.value[0], feature["y"].int64_list.value[0]))
-    split_dies = pd.DataFrame(keys, columns=["lot_id", "wafer_id", "x", "y"])
-    truth = truth.astype({"x": "int64", "y": "int64"}).drop_duplicates(["lot_id", "wafer_id", "x", "y"], keep="last")
-    joined = split_dies.merge(truth, on=["lot_id", "wafer_id", "x", "y"])
-    if joined[LABEL_KEY].nunique() < 2:
-        return None
-    out = {"dies": len(joined), "auc": float(roc_auc_score(joined[LABEL_KEY], joined[ORACLE_KEY]))}
-    if OBSERVABLE_ORACLE_KEY in joined.columns:
-        out["auc_observable"] = float(roc_auc_score(joined[LABEL_KEY], joined[OBSERVABLE_ORACLE_KEY]))
+    out = {"split": split, "dies": len(frame), "fails": int(frame[LABEL_KEY].sum()),
+           "lots": int(frame["lot_id"].nunique()), "bootstrap": n_boot,
+           "scores": evaluation.scores_table(frame, columns, n_boot)}
+    if op is not None:
+        labels, scores = frame[LABEL_KEY].to_numpy(), frame["model"].to_numpy()
+
+        def at_operating_point(sample: pd.DataFrame) -> dict[str, float]:
+            y, p = sample[LABEL_KEY].to_numpy(), sample["model"].to_numpy()
+            inked = op.ink(p)
+            return {"expected_cost": operating_point.expected_cost(y, p, op.threshold, op.escape_cost,
+                                                                   op.overkill_cost),
+                    "ink_rate": float(inked.mean()), "catch": float(inked[y == 1].mean()) if y.sum() else 0.0}
+
+        out["operating_point"] = {**op.to_dict(), "on_test": evaluation.bootstrap_by_lot(frame, at_operating_point,
+                                                                                         n_boot)}
+        out["calibration"] = float(scores.mean() / max(labels.mean(), 1e-12))
     return out
 
 
@@ -151,7 +189,9 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
                 summary["ingest"] = json.load(f)
                 summary["examples_per_split"] = summary["ingest"].pop("examples_per_split", {})
         summary["test_program"] = program_summary(examples.uri)
-        summary["oracle"] = oracle_auc(examples.uri, labels_glob) if labels_glob else None
+        model = _latest(store, pipeline_name, "Trainer", "Model")
+        model_dir = os.path.join(model.uri, "Format-Serving") if model is not None else None
+        summary["test"] = test_figures(examples.uri, model_dir, labels_glob)
 
     anomalies = _latest(store, pipeline_name, "ExampleValidator", "ExampleAnomalies")
     if anomalies is not None:
@@ -199,14 +239,9 @@ def format_summary(summary: dict) -> str:
         flagged = {k: v for k, v in summary["anomalies"].items() if v}
         lines.append("  data anomalies: " + (", ".join(f"{k}: {v}" for k, v in flagged.items()) or "none"))
     if summary.get("metrics"):
-        lines.append("  eval metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
-    oracle = summary.get("oracle")
-    if oracle:
-        line = (f"  best achievable eval AUC on {oracle['dies']} dies (generator's true probabilities): "
-                f"{oracle['auc']:.4f}")
-        if "auc_observable" in oracle:
-            line += f"; without the hidden per-die noise: {oracle['auc_observable']:.4f}"
-        lines.append(line)
+        lines.append("  test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
+    if summary.get("test"):
+        lines.extend(format_test(summary["test"]))
     lines.append(f"  blessed: {summary.get('blessed')}")
     lines.append(f"  pushed model: {summary.get('pushed_model') or 'not pushed'}")
     return "\n".join(lines)
@@ -237,4 +272,30 @@ def format_program(program: dict) -> list[str]:
         lines.append(f"    change in lot {change['lot']}: {change['change']} {what}{detail}")
     if len(changes) > 10:
         lines.append(f"    ... {len(changes) - 10} more changes in run_summary.json")
+    return lines
+
+
+def _interval(figure: dict, fmt: str = ".3f") -> str:
+    return f"{figure['value']:{fmt}} [{figure['lo']:{fmt}}, {figure['hi']:{fmt}}]"
+
+
+def format_test(test: dict) -> list[str]:
+    """The test-split table: AUC, PR-AUC, catch rates, each with its lot-bootstrap interval."""
+    lines = [f"  test split: {test['dies']} dies, {test['fails']} final-test fails, {test['lots']} lots; "
+             f"[95% interval, bootstrap over lots x{test['bootstrap']}]"]
+    for name, figures in test["scores"].items():
+        cells = ", ".join(f"{k} {_interval(v)}" for k, v in figures.items())
+        label = {"model": "model", "ceiling": "ceiling (generator's true probability)",
+                 "observable ceiling": "observable ceiling (without its hidden per-die noise)"}.get(name, name)
+        lines.append(f"    {label}: {cells}")
+    op = test.get("operating_point")
+    if op:
+        on_test = op["on_test"]
+        lines.append(
+            f"  ink decision (threshold {op['threshold']:.4f} chosen on validation for escape:overkill cost "
+            f"{op['escape_cost']:g}:{op['overkill_cost']:g}): on test inks {_interval(on_test['ink_rate'], '.2%')} "
+            f"of dies, catches {_interval(on_test['catch'], '.1%')} of fails, expected cost per die "
+            f"{_interval(on_test['expected_cost'])}; calibration (mean prediction / mean label) "
+            f"{test['calibration']:.2f}"
+        )
     return lines

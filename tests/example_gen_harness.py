@@ -26,6 +26,7 @@ def run_example_gen(
     input_format: str,
     input_pattern: str,
     policy: str = "fail",
+    split_by: str = "lot_random",
     beam_args: Sequence[str] = IN_MEMORY,
 ) -> tuple[dict, dict[str, list[tf.train.Example]]]:
     """Executor().Do() into `out`; returns the ingest report and the examples of each split."""
@@ -42,13 +43,14 @@ def run_example_gen(
         wafer_executor.INPUT_FORMAT_KEY: input_format,
         wafer_executor.LABELS_PATTERN_KEY: "labels/*.parquet",
         wafer_executor.BAD_FILE_POLICY_KEY: policy,
+        wafer_executor.SPLIT_BY_KEY: split_by,
     }
     context = executor_class.Context(beam_pipeline_args=list(beam_args), tmp_dir=out, unique_id="1")
     executor_class(context).Do({}, {"examples": [examples]}, props)
     with open(os.path.join(out, wafer_executor.REPORT_FILE)) as f:
         report = json.load(f)
     splits = {}
-    for split in ("train", "eval"):
+    for split in ("train", "validation", "test"):
         files = glob.glob(os.path.join(out, f"Split-{split}", "*"))
         splits[split] = [tf.train.Example.FromString(r.numpy())
                          for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]

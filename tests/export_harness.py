@@ -14,5 +14,5 @@ def exporter_inputs(served_model, tmp_path, blessed: bool) -> dict:
     blessing.set_int_custom_property("blessed", int(blessed))
     examples = standard_artifacts.Examples()
     examples.uri = served_model.examples_uri
-    examples.splits = ["train", "eval"]
+    examples.splits = ["train", "validation", "test"]
     return {"model": [model], "model_blessing": [blessing], "examples": [examples]}

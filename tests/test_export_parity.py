@@ -55,7 +55,7 @@ class HeldOut:
 
 @pytest.fixture(scope="module")
 def held_out(served_model) -> HeldOut:
-    files = glob.glob(os.path.join(served_model.examples_uri, "Split-eval", "*"))
+    files = glob.glob(os.path.join(served_model.examples_uri, "Split-test", "*"))
     records, labels = [], []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         example = tf.train.Example.FromString(record.numpy())
@@ -194,7 +194,7 @@ def test_dense_transform_reproduces_the_transform_graph_and_the_check_can_fail(s
     output = tft.TFTransformOutput(served_model.transform_graph)
     constants = dense_signature.TransformConstants.from_transform_output(output)
     assert constants.columns == dense_signature.read_columns(served_model.saved_model)
-    assert len(constants.mean) == len(dense_signature.Z_SCORED)
+    assert len(constants.mean) == len(constants.z_scored) and set(constants.z_scored) <= set(features.Z_SCORED)
     assert len(constants.median) == len(constants.scale) == len(constants.tests) > 0
     vocabulary = output.vocabulary_by_name(features.vocabulary_name(features.SLOT_FEATURE))
     assert sorted(constants.slot_vocabulary) == sorted(float(s) for s in vocabulary)
@@ -204,7 +204,7 @@ def test_dense_transform_reproduces_the_transform_graph_and_the_check_can_fail(s
     mean = list(constants.mean)
     mean[3] += 0.5 * np.sqrt(constants.variance[3])  # half a standard deviation off on one context feature
     wrong = dataclasses.replace(constants, mean=tuple(mean))
-    with pytest.raises(ValueError, match=dense_signature.Z_SCORED[3]):
+    with pytest.raises(ValueError, match=constants.z_scored[3]):
         dense_signature.check_against_transform(dense_signature.DenseTransform(wrong), layer, spec, constants)
     median = list(constants.median)
     median[0] += 0.5 * constants.scale[0]  # half a robust sigma off on one test

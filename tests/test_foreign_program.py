@@ -91,8 +91,7 @@ def write_wafer(path: str, lot: str, wafer: str, start: int, rng: np.random.Gene
 @pytest.fixture(scope="module")
 def foreign_dataset(tmp_path_factory) -> str:
     """6 lots x 2 wafers of ~113 dies, with a final-test label sidecar that depends on leakage
-    near its limit and on Vth (seeded: the same files every run). Lots ACME04 and ACME05 hash into
-    the eval split, the rest into train (TFX's lot-hash split)."""
+    near its limit and on Vth (seeded: the same files every run): 3 lots train, 1 validation, 2 test."""
     root = str(tmp_path_factory.mktemp("acme"))
     rng = np.random.default_rng(2026)
     os.makedirs(os.path.join(root, "labels"))
@@ -114,8 +113,7 @@ def foreign_dataset(tmp_path_factory) -> str:
 def foreign_run(foreign_dataset, tmp_path_factory):
     config = RunConfig(
         output_dir=str(tmp_path_factory.mktemp("run")), data_dir=foreign_dataset, train_steps=120, epochs=2,
-        eval_steps=5, enable_tuning=False, min_auc=0.0, export_tflite=False, export_onnx=False,
-        direct_running_mode="in_memory",
+        enable_tuning=False, min_auc=0.0, export_tflite=False, export_onnx=False, direct_running_mode="in_memory",
     )
     return config, local_runner.run(config)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shutil
@@ -27,7 +28,7 @@ NODES = ("WaferExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "T
 
 def small_run(output_dir: str, data_dir: str, **overrides) -> RunConfig:
     return RunConfig(
-        output_dir=output_dir, data_dir=data_dir, train_steps=300, epochs=3, eval_steps=10,
+        output_dir=output_dir, data_dir=data_dir, train_steps=300, epochs=3,
         tuner_trials=2, tuner_steps=30, tuner_epochs=1, **overrides,
     )
 
@@ -64,10 +65,18 @@ def test_ingest_accounting_and_lot_split(first_run):
     _, summary = first_run
     ingest = summary["ingest"]
     assert ingest["balanced"] and ingest["examples"] == sum(summary["examples_per_split"].values())
-    assert summary["examples_per_split"]["train"] > 0 and summary["examples_per_split"]["eval"] > 0
-    assert set(summary["anomalies"]) == {"train", "eval"}
-    # The generator's true probabilities bound what any model can reach on this eval split.
-    assert 0.6 < summary["oracle"]["auc"] <= 1.0
+    assert all(summary["examples_per_split"][split] > 0 for split in ("train", "validation", "test"))
+    assert set(summary["anomalies"]) == {"train", "validation", "test"}
+    # The generator's true probabilities bound what any model can reach on this test split; the
+    # summary's test figures are the model's on the same dies, each inside its own interval.
+    test = summary["test"]
+    assert 0.6 < test["scores"]["ceiling"]["auc"]["value"] <= 1.0
+    auc = test["scores"]["model"]["auc"]
+    assert auc["lo"] <= auc["value"] <= auc["hi"]
+    assert auc["value"] == pytest.approx(summary["metrics"]["auc"], abs=0.01)  # TFMA's AUC is approximate
+    assert test["dies"] == summary["examples_per_split"]["test"]
+    op = test["operating_point"]
+    assert op["extra"]["split"] == "validation" and 0.0 <= op["threshold"] <= 1.0
     # The run summary shows the program the ingest learned: the generator's 52 tests, bin 1 good.
     program = summary["test_program"]
     assert program["tests"] == 52 and program["good_hard_bins"] == [1] and program["changes"] == []
@@ -84,7 +93,7 @@ def test_model_is_blessed_pushed_and_serves_serialized_examples(first_run, small
     store = _store(config)
     context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.WaferExampleGen")
     (examples,) = store.get_artifacts_by_context(context.id)
-    files = glob.glob(os.path.join(examples.uri, "Split-eval", "*"))
+    files = glob.glob(os.path.join(examples.uri, "Split-test", "*"))
     records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(64)]
     # A die as an operator would send it: only raw tester fields, no label, no oracle.
     stripped = []
@@ -112,15 +121,34 @@ def test_second_run_is_all_cache_hits(first_run):
     assert len(os.listdir(config.serving_model_dir)) == 1
 
 
-def test_model_trained_on_shuffled_labels_is_not_blessed_or_pushed(small_stdf_dataset, tmp_path):
+def test_a_worse_model_than_the_blessed_one_is_not_blessed_or_pushed(first_run, small_stdf_dataset, tmp_path):
+    """The change gate, through the baseline resolver: the floor is opened (min_auc 0), so only the
+    comparison with the first run's blessed model can refuse a model trained on shuffled labels."""
+    config, first = first_run
     data = tmp_path / "shuffled"
     shutil.copytree(small_stdf_dataset, data)
+    _shuffle_labels(data)
+    worse = dataclasses.replace(config, data_dir=str(data), min_auc=0.0, enable_tuning=False)
+    summary = local_runner.run(worse)
+    assert summary["metrics"]["auc"] < first["metrics"]["auc"] - config.max_auc_drop
+    assert summary["blessed"] is False
+    assert summary["pushed_model"] is None
+    assert os.listdir(config.serving_model_dir) == [os.path.basename(first["pushed_model"])]
+
+
+def _shuffle_labels(data) -> None:
     rng = np.random.default_rng(0)
     files = sorted(glob.glob(str(data / "labels" / "*.parquet")))
     labels = pd.concat([pd.read_parquet(f).assign(_file=f) for f in files], ignore_index=True)
     labels["ft_fail"] = rng.permutation(labels["ft_fail"].to_numpy())
     for f, part in labels.groupby("_file"):
         part.drop(columns="_file").to_parquet(f)
+
+
+def test_model_trained_on_shuffled_labels_is_not_blessed_or_pushed(small_stdf_dataset, tmp_path):
+    data = tmp_path / "shuffled"
+    shutil.copytree(small_stdf_dataset, data)
+    _shuffle_labels(data)
     config = small_run(str(tmp_path / "run"), str(data), enable_tuning=False)
     summary = local_runner.run(config)
     assert summary["metrics"]["auc"] < 0.6
@@ -147,7 +175,6 @@ def test_second_product_runs_through_the_same_pipeline(tmp_path):
     from pipeline.summary import format_summary
 
     data = str(tmp_path / "mx3a")
-    # Seed 1: three of the four lots hash into train, one into eval.
     manifest = write_dataset(GeneratorConfig(product="MX3A", lots=4, wafers_per_lot=2, seed=1), data, "stdf")
     config = small_run(str(tmp_path / "run"), data, enable_tuning=False, export_tflite=False, export_onnx=False,
                        min_auc=0.0, direct_running_mode="in_memory")

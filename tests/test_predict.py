@@ -237,7 +237,9 @@ def test_grpc_round_trip_matches_the_local_saved_model(grpc_server, wafers, loca
         result = predict.score(wafers[:2], client, batch_size=200)
     finally:
         client.close()
-    pd.testing.assert_frame_equal(result.drop(columns="probability"), local_reference.drop(columns="probability"))
+    # A server client without --model-dir knows no operating point: the same dies, no ink column.
+    expected = local_reference.drop(columns=["probability", predict.INK_COLUMN], errors="ignore")
+    pd.testing.assert_frame_equal(result.drop(columns="probability"), expected)
     np.testing.assert_allclose(result["probability"], local_reference["probability"], atol=1e-6)
 
 
@@ -300,7 +302,8 @@ def test_cli_scores_every_sort_passing_die_with_each_local_model(served_model, t
         results[out] = pd.read_parquet(path) if out.endswith(".parquet") else pd.read_csv(path)
     manifest = json.load(open(os.path.join(served_model.config.dataset_dir, "manifest.json")))
     reference = results["saved_model.csv"]
-    assert list(reference.columns) == list(predict.OUTPUT_COLUMNS)
+    # The model carries its operating point (chosen on validation): every die gets an ink decision.
+    assert list(reference.columns) == [*predict.OUTPUT_COLUMNS, predict.INK_COLUMN]
     assert len(reference) == manifest["sort_pass"]
     assert not reference.duplicated(["lot_id", "wafer_id", "x", "y"]).any()
     assert reference["probability"].between(0, 1).all() and reference["probability"].std() > 0
@@ -311,7 +314,7 @@ def test_cli_scores_every_sort_passing_die_with_each_local_model(served_model, t
 
 def test_scored_features_are_the_ingest_features(served_model, wafers):
     """read_dies + raw_examples must build what the ingest wrote: same die, same probability."""
-    files = glob.glob(os.path.join(served_model.examples_uri, "Split-eval", "*"))
+    files = glob.glob(os.path.join(served_model.examples_uri, "Split-test", "*"))
     records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
     keys = []
     for record in records:

@@ -93,9 +93,10 @@ def test_per_die_summaries(transformed):
     t9 = _column(transformed, "t9_margin_xf")
     smallest = [min(a, b) for a, b in zip(t7, t9, strict=True)]
     assert _column(transformed, "min_margin_xf") == pytest.approx(smallest, abs=1e-6)
-    near = [int(a < 1.5) + int(b < 1.5) for a, b in zip(t7, t9, strict=True)]
-    assert _column(transformed, "n_near_limit_xf") == near
-    assert _column(transformed, "n_missing_tests_xf") == [0, 0, 0, 0, 1]
+    # Shares of the tests: near a limit among the two with limits, missing among the two tests.
+    near = [(int(a < 1.5) + int(b < 1.5)) / 2 for a, b in zip(t7, t9, strict=True)]
+    assert _column(transformed, "n_near_limit_xf") == pytest.approx(near)
+    assert _column(transformed, "n_missing_tests_xf") == [0, 0, 0, 0, 0.5]
 
 
 def test_context_is_z_scored_and_radius_zone_slot_come_from_the_grid(transformed):

@@ -1,7 +1,7 @@
 """OnnxExporter: after the Evaluator, a side export of the blessed model as ONNX (tf2onnx).
 
 Inputs: the Trainer's `model`, the Evaluator's `model_blessing` (nothing is exported unless it
-is blessed) and, optionally, `examples` (the eval split checks the export against
+is blessed) and, optionally, `examples` (the test split checks the export against
 `serving_default`). Output: an `ONNXModel` artifact with model.onnx and export_report.json.
 """
 
@@ -50,7 +50,7 @@ class OnnxExporter(base_component.BaseComponent):
         Args:
           model: the Trainer's Model channel (a SavedModel with the `serve_dense` signature).
           model_blessing: the Evaluator's blessing for that model.
-          examples: ExampleGen output; its eval split checks the export (unchecked without it).
+          examples: ExampleGen output; its test split checks the export (unchecked without it).
           opset: ONNX opset to target.
           parity_examples: eval dies scored by serving_default and onnxruntime to compare them.
         """

@@ -2,7 +2,7 @@
 
 Inputs: the Trainer's `model`, the Evaluator's `model_blessing` (nothing is exported unless it
 is blessed, as with the Pusher) and `examples` (ExampleGen output: the train split calibrates the
-int8 variant, the eval split checks each export against `serving_default`).
+int8 variant, the test split checks each export against `serving_default`).
 Output: a `TFLiteModel` artifact holding model.tflite, model_int8.tflite (optional) and
 export_report.json. Its own artifact type keeps it out of channels and resolvers that look for
 the Trainer's `Model`.

@@ -25,6 +25,7 @@ Splitting, shuffling and writing stay TFX's own (BaseExampleGenExecutor, with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -37,16 +38,27 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 from absl import logging
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
 
 from data import program as test_program
 from data.readers import READERS, InputFileError, WaferRead
-from data.wafers import assemble_wafer
+from data.wafers import assemble_lot
 
 INPUT_FORMAT_KEY = "input_format"
 LABELS_PATTERN_KEY = "labels_pattern"
 BAD_FILE_POLICY_KEY = "bad_file_policy"
 BAD_FILE_POLICIES = ("fail", "quarantine")
+SPLIT_BY_KEY = "split_by"
+# How lots are dealt to the splits (every die of a lot lands in one split):
+#   lot_random: lots in the order of a hash of their id, cut in the output config's proportions;
+#               exact split sizes and at least one lot in each, but a lot can change split when lots
+#               are added (the default: the synthetic datasets have tens of lots);
+#   lot_hash:   TFX's hash buckets of lot_id: a lot keeps its split forever, split sizes are luck;
+#   time:       oldest lots first, newest last (MIR START_T): what real data needs, since a model
+#               is used on lots tested after the ones it learned from.
+SPLIT_BY = ("lot_random", "lot_hash", "time")
 # The only column read from the sidecar. Ground truth of synthetic data (the generator's true
 # probability) stays in the sidecar: no model can ever be fed it.
 LABEL_COLUMN = "ft_fail"
@@ -81,7 +93,7 @@ def _matching_files(pattern: str, what: str) -> list[str]:
 
 
 class _ReadFile(beam.DoFn):
-    """Read one tester file; emit ((lot, wafer), WaferRead) and a per-file counts dict."""
+    """Read one tester file; emit (lot, WaferRead) and a per-file counts dict."""
 
     STATS = "stats"
     PROGRAMS = "programs"
@@ -110,7 +122,7 @@ class _ReadFile(beam.DoFn):
             # Record types a format's reader read past (STDF: e.g. DTR, GDR), by type.
             for record, count in getattr(wafer, "skipped_records", {}).items():
                 stats["skipped_records"][record] = stats["skipped_records"].get(record, 0) + count
-            yield (wafer.lot_id, wafer.wafer_id), wafer
+            yield wafer.lot_id, wafer
         for program in sorted(programs):
             yield beam.pvalue.TaggedOutput(self.PROGRAMS, program)
         yield beam.pvalue.TaggedOutput(self.STATS, stats)
@@ -140,8 +152,8 @@ def _read_labels(path: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
     if missing:
         raise InputFileError(path, f"labels sidecar lacks columns {missing}")
     frame = frame[[*JOIN_KEYS, LABEL_COLUMN]]
-    for (lot_id, wafer_id), labels in frame.groupby(["lot_id", "wafer_id"], sort=False):
-        yield (str(lot_id), str(wafer_id)), labels
+    for lot_id, labels in frame.groupby("lot_id", sort=False):
+        yield str(lot_id), labels
 
 
 def die_to_example(row: dict) -> tf.train.Example:
@@ -163,50 +175,61 @@ def die_to_example(row: dict) -> tf.train.Example:
 
 
 class _JoinLabels(beam.DoFn):
-    """Assemble each wafer from its reads (data/wafers.py), join labels, emit examples and counts."""
+    """Assemble a lot's wafers from their reads (data/wafers.py: retests, context, screens; ZPAT needs
+    the whole lot), join labels, emit examples and counts."""
 
     STATS = "stats"
 
     def process(self, element) -> Iterator[Any]:
-        (lot_id, wafer_id), grouped = element
+        lot_id, grouped = element
         reads: list[WaferRead] = list(grouped["dies"])
         label_frames = list(grouped["labels"])
         labels = pd.concat(label_frames, ignore_index=True) if label_frames else pd.DataFrame(columns=JOIN_KEYS)
         stats = dict.fromkeys(("examples", "excluded_sort_fail", "rejected_no_label",
                                "superseded_retests", "orphan_labels", "duplicate_labels"), 0)
+        # A die listed twice in the sidecar: counted and reported; the last row is the one used.
+        labels = labels.astype({"x": np.int64, "y": np.int64})
+        stats["duplicate_labels"] = int(labels.duplicated(subset=JOIN_KEYS).sum())
+        labels = labels.drop_duplicates(subset=JOIN_KEYS, keep="last")
         if not reads:
             stats["orphan_labels"] = len(labels)
             yield beam.pvalue.TaggedOutput(self.STATS, stats)
             return
-        wafer = assemble_wafer(reads)
-        stats["superseded_retests"] = wafer.superseded
-        passed = wafer.passed
-        stats["excluded_sort_fail"] = len(wafer.dies) - len(passed)
-        # A die listed twice in the sidecar: counted and reported; the last row is the one used.
-        int_xy = {"x": np.int64, "y": np.int64}
-        labels = labels.astype(int_xy)
-        stats["duplicate_labels"] = int(labels.duplicated(subset=JOIN_KEYS).sum())
-        labels = labels.drop_duplicates(subset=JOIN_KEYS, keep="last")
-        joined = passed.merge(labels, on=JOIN_KEYS, how="left", indicator=True)
-        has_label = joined["_merge"] == "both"
-        stats["rejected_no_label"] = int((~has_label).sum())
-        stats["orphan_labels"] = len(labels) - int(has_label.sum())
-        joined = joined[has_label].drop(columns=["_merge", *_NOT_IN_EXAMPLES])
+        joined_frames, all_dies = [], []
+        for wafer in assemble_lot(reads):
+            stats["superseded_retests"] += wafer.superseded
+            passed = wafer.passed
+            stats["excluded_sort_fail"] += len(wafer.dies) - len(passed)
+            all_dies.append(wafer.dies[["x", "y"]])
+            joined = passed.merge(labels, on=JOIN_KEYS, how="left", indicator=True)
+            has_label = joined["_merge"] == "both"
+            stats["rejected_no_label"] += int((~has_label).sum())
+            joined_frames.append(joined[has_label].drop(columns=["_merge", *_NOT_IN_EXAMPLES]))
+        joined = pd.concat(joined_frames, ignore_index=True)
+        stats["orphan_labels"] = len(labels) - len(joined)
         for row in joined.to_dict("records"):
             yield die_to_example(row)
         stats["examples"] = len(joined)
         # What the program needs from the data: the die grid's extent (every die) and each test's
         # shape over the dies that become examples (data/program.py, log-scale margins).
+        every = pd.concat(all_dies, ignore_index=True)
         stats["extent"] = {
-            "x_min": int(wafer.dies["x"].min()),
-            "x_max": int(wafer.dies["x"].max()),
-            "y_min": int(wafer.dies["y"].min()),
-            "y_max": int(wafer.dies["y"].max()),
+            "x_min": int(every["x"].min()),
+            "x_max": int(every["x"].max()),
+            "y_min": int(every["y"].min()),
+            "y_max": int(every["y"].max()),
         }
-        stats["test_moments"] = test_program.test_moments(
-            joined, [c for c in joined.columns if test_program.is_test_feature(c)]
-        )
+        stats["test_moments"] = _moments_by_wafer(joined)
         yield beam.pvalue.TaggedOutput(self.STATS, stats)
+
+
+def _moments_by_wafer(joined: pd.DataFrame) -> dict:
+    """Per-wafer test moments (data/program.py `test_moments`), summed over the lot's wafers."""
+    tests = [c for c in joined.columns if test_program.is_test_feature(c)]
+    total: dict = {}
+    for _, wafer in joined.groupby("wafer_id", sort=False):
+        total = _merge_stats(total, test_program.test_moments(wafer, tests))
+    return total
 
 
 class _SumStats(beam.CombineFn):
@@ -250,10 +273,8 @@ def _write_report(report: dict, path: str) -> None:
         json.dump(report, f, indent=1, sort_keys=True)
 
 
-@beam.ptransform_fn
-@beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
-def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # noqa: N802
+def _read_and_join(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):
+    """The ingest's Beam graph: (examples, (lot_id, earliest MIR start time) per lot)."""
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     input_format = exec_properties[INPUT_FORMAT_KEY]
     policy = exec_properties[BAD_FILE_POLICY_KEY]
@@ -277,7 +298,7 @@ def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any
     )
     joined = (
         {"dies": read.wafers, "labels": labels}
-        | "GroupByWafer" >> beam.CoGroupByKey()
+        | "GroupByLot" >> beam.CoGroupByKey()
         | "JoinLabels" >> beam.ParDo(_JoinLabels()).with_outputs(_JoinLabels.STATS, main="examples")
     )
     report_path = os.path.join(exec_properties[_REPORT_DIR_KEY], f"{name}.json")
@@ -294,7 +315,53 @@ def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any
         | "SumStats" >> beam.CombineGlobally(_SumStats())
         | "WriteReport" >> beam.Map(_write_report, report_path)
     )
-    return joined.examples
+    lot_starts = (
+        read[_ReadFile.PROGRAMS]
+        | "LotStart" >> beam.Map(lambda p: (p[0], p[2]))
+        | "EarliestLotStart" >> beam.CombinePerKey(min)
+    )
+    return joined.examples, lot_starts
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(tf.train.Example)
+def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # noqa: N802
+    """Examples of the files matching `split_pattern` (TFX then splits them by lot hash)."""
+    examples, _ = _read_and_join(pipeline, exec_properties, split_pattern)
+    return examples
+
+
+def _random_key(lot: str) -> str:
+    return hashlib.sha256(lot.encode()).hexdigest()
+
+
+def split_assignment(lot_starts: dict[str, int], weights: list[int], split_by: str) -> dict[str, int]:
+    """Split index of each lot: lots in order (by first test time for "time", MIR START_T then name;
+    by a hash of the name for "lot_random"), the first to the first split, in proportion to
+    `weights` (the output config's hash buckets), every split at least one lot."""
+    key = (lambda lot: (lot_starts[lot], lot)) if split_by == "time" else _random_key
+    lots = sorted(lot_starts, key=key)
+    if len(lots) < len(weights):
+        raise ValueError(f"splitting by lot into {len(weights)} splits needs at least {len(weights)} lots, "
+                         f"got {len(lots)}: {lots}")
+    total = sum(weights)
+    counts = [max(1, int(len(lots) * w / total)) for w in weights]
+    while sum(counts) > len(lots):  # too many after the minimum of one: take from the largest
+        counts[counts.index(max(counts))] -= 1
+    order = sorted(range(len(weights)), key=lambda i: -(len(lots) * weights[i] / total - counts[i]))
+    for i in order[: len(lots) - sum(counts)]:  # largest remainders get the lots left over
+        counts[i] += 1
+    assignment, start = {}, 0
+    for index, count in enumerate(counts):
+        for lot in lots[start : start + count]:
+            assignment[lot] = index
+        start += count
+    return assignment
+
+
+def _lot_of(example: tf.train.Example) -> str:
+    return example.features.feature["lot_id"].bytes_list.value[0].decode()
 
 
 def learned_program(report: dict) -> test_program.TestProgram:
@@ -340,12 +407,36 @@ class Executor(BaseExampleGenExecutor):
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
         return _WaferFilesToExample
 
+    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]):  # noqa: N802
+        """TFX's own lot-hash split, or lots dealt in proportion by time or at random (SPLIT_BY)."""
+        split_by = exec_properties.get(SPLIT_BY_KEY) or "lot_random"
+        if split_by == "lot_hash":
+            return super().GenerateExamplesByBeam(pipeline, exec_properties)
+        input_config = proto_utils.json_to_proto(exec_properties["input_config"], example_gen_pb2.Input())
+        output_config = proto_utils.json_to_proto(exec_properties["output_config"], example_gen_pb2.Output())
+        splits = list(output_config.split_config.splits)
+        if len(input_config.splits) != 1 or not splits:
+            raise ValueError("splitting by lot needs one input pattern and the output splits with their weights")
+        examples, lot_starts = _read_and_join(pipeline, exec_properties, input_config.splits[0].pattern)
+        weights = [s.hash_buckets for s in splits]
+        assignment = (
+            lot_starts
+            | "AllLotStarts" >> beam.combiners.ToDict()
+            | "AssignLots" >> beam.Map(split_assignment, weights, split_by)
+        )
+        parts = examples | "SplitByLot" >> beam.Partition(
+            lambda example, n, lots: lots[_lot_of(example)], len(splits), beam.pvalue.AsSingleton(assignment)
+        )
+        return {split.name: parts[i] for i, split in enumerate(splits)}
+
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 (TFX API)
         if exec_properties[INPUT_FORMAT_KEY] not in READERS:
             raise ValueError(f"unknown input_format {exec_properties[INPUT_FORMAT_KEY]!r}; "
                              f"choose from {sorted(READERS)}")
         if exec_properties[BAD_FILE_POLICY_KEY] not in BAD_FILE_POLICIES:
             raise ValueError(f"bad_file_policy must be one of {BAD_FILE_POLICIES}")
+        if (exec_properties.get(SPLIT_BY_KEY) or "lot_random") not in SPLIT_BY:
+            raise ValueError(f"split_by must be one of {SPLIT_BY}")
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         report_dir = os.path.join(examples.uri, "_ingest_reports")
         super().Do(input_dict, output_dict, {**exec_properties, _REPORT_DIR_KEY: report_dir})

@@ -134,7 +134,7 @@ def test_strip_float_round_trips_restores_the_float_model(served_model):
     stripped, removed = executor.strip_float_round_trips(rounded)
     assert removed == 2 and executor.float_round_trips(stripped) == 0 and executor.int8_operators(stripped) == []
 
-    files = glob.glob(os.path.join(served_model.examples_uri, "Split-eval", "*"))
+    files = glob.glob(os.path.join(served_model.examples_uri, "Split-test", "*"))
     records = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(200)]
     dies = dense_signature.dense_matrix_from_examples(records, dense_signature.read_columns(served_model.saved_model))
     expected = TFLiteScorer(model_content=content).predict(dies)

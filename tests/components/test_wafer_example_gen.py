@@ -59,7 +59,8 @@ def test_every_die_is_accounted_for_and_lots_never_straddle_splits(small_dataset
     assert report["balanced"] and report["rejected_no_label"] == 0
     assert report["examples_per_split"] == {k: len(v) for k, v in splits.items()}
     lots = {k: {_value(e, "lot_id") for e in v} for k, v in splits.items()}
-    assert lots["train"] and lots["eval"] and not lots["train"] & lots["eval"]
+    assert lots["train"] and lots["validation"] and lots["test"]
+    assert not (lots["train"] & lots["validation"] or lots["train"] & lots["test"] or lots["validation"] & lots["test"])
     example = splits["train"][0]
     for key in ("lot_id", "wafer_id", "x", "y", "head", "site", "hard_bin", "ft_fail", "n_fail_neighbors",
                 "wafer_yield", *program_features(small_dataset)):
@@ -275,3 +276,56 @@ def test_bad_stdf_file_fails_the_run_naming_file_and_offset(small_stdf_dataset, 
     with pytest.raises(Exception, match=r"notes\.stdf at byte offset 0: not an STDF file"):
         run_example_gen(executor.Executor, str(data), str(tmp_path / "out"), input_format="stdf",
                         input_pattern="wafers/*/*.stdf*", policy="fail")
+
+
+def test_lots_are_dealt_in_proportion_by_time_or_at_random():
+    starts = {f"L{i}": 1_000 + (9 - i) * 86_400 for i in range(10)}  # L9 tested first, L0 last
+    by_time = executor.split_assignment(starts, [3, 1, 2], "time")
+    # Oldest five train (3/6 of 10), the next two validation (1/6, rounded up), newest three test.
+    assert [lot for lot in sorted(starts, key=starts.get) if by_time[lot] == 0] == ["L9", "L8", "L7", "L6", "L5"]
+    assert sorted(by_time[lot] for lot in starts) == [0] * 5 + [1] * 2 + [2] * 3
+    at_random = executor.split_assignment(starts, [3, 1, 2], "lot_random")
+    assert sorted(at_random.values()) == sorted(by_time.values())  # the same sizes, other lots
+    assert at_random == executor.split_assignment(dict(reversed(starts.items())), [3, 1, 2], "lot_random")
+    # Every split gets a lot even when the proportions would round one to nothing.
+    assert sorted(executor.split_assignment({"a": 1, "b": 2, "c": 3}, [8, 1, 1], "time").values()) == [0, 1, 2]
+    with pytest.raises(ValueError, match="at least 3 lots"):
+        executor.split_assignment({"a": 1, "b": 2}, [3, 1, 2], "time")
+
+
+def test_time_split_puts_the_newest_lots_in_test(small_dataset, tmp_path):
+    report, splits = run_example_gen(executor.Executor, small_dataset, str(tmp_path / "out"), input_format="parquet",
+                                     input_pattern="wafers/*/*.parquet", split_by="time")
+    manifest = json.load(open(os.path.join(small_dataset, "manifest.json")))
+    lots = {k: {_value(e, "lot_id").decode() for e in v} for k, v in splits.items()}
+    assert all(lots.values()) and report["balanced"]
+    starts = {}
+    for path in glob.glob(os.path.join(small_dataset, "wafers", "*", "*.parquet")):
+        import pyarrow.parquet as pq
+
+        program = FileProgram.from_dict(json.loads(pq.read_schema(path).metadata[FileProgram.METADATA_KEY]))
+        lot = os.path.basename(os.path.dirname(path))
+        starts[lot] = min(starts.get(lot, program.start_time), program.start_time)
+    newest_train = max(starts[lot] for lot in lots["train"])
+    assert all(starts[lot] > newest_train for lot in lots["validation"] | lots["test"])
+    assert min(starts[lot] for lot in lots["test"]) > max(starts[lot] for lot in lots["validation"])
+    assert sum(len(v) for v in splits.values()) == manifest["sort_pass"]
+
+
+def test_ground_truth_in_the_sidecar_cannot_reach_the_examples(small_dataset, tmp_path):
+    """Leakage: with the generator's probability columns replaced by the label itself, the ingest
+    writes byte-identical examples, so no model trained on them can change."""
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    for path in glob.glob(str(data / "labels" / "*.parquet")):
+        labels = pd.read_parquet(path)
+        for column in ("ft_fail_prob", "ft_fail_prob_observable"):
+            labels[column] = labels["ft_fail"].astype(np.float32)
+        labels.to_parquet(path)
+    _, original = run_executor(small_dataset, str(tmp_path / "a"))
+    _, leaked = run_executor(str(data), str(tmp_path / "b"))
+
+    def records(splits):
+        return {k: sorted(e.SerializeToString(deterministic=True) for e in v) for k, v in splits.items()}
+
+    assert records(original) == records(leaked)

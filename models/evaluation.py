@@ -1,0 +1,76 @@
+"""Figures a test engineer reads, with intervals: AUC, PR-AUC, catch rates at an ink budget, cost.
+
+Final-test fails are rare and cluster by lot (a bad lot fails many dies at once), so a figure on a
+test split of a few lots is noisy in a way a per-die formula understates. Intervals here come from
+a bootstrap over lots: resample the test lots with replacement, recompute, take percentiles. Two
+scores compared on the same dies resample the same lots (a paired difference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+INK_SHARES = (0.005, 0.01, 0.02, 0.05)  # shares of dies inked at which catch rates are reported
+N_BOOT = 500
+
+
+def catch_at(labels: np.ndarray, scores: np.ndarray, share: float) -> float:
+    """Share of the final-test fails among the `share` highest-scored dies (the ink budget)."""
+    k = max(1, int(round(share * len(scores))))
+    top = np.argsort(-np.asarray(scores), kind="stable")[:k]
+    return float(np.asarray(labels)[top].sum() / max(np.sum(labels), 1))
+
+
+def headline(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """AUC, PR-AUC and the catch rate at each of INK_SHARES."""
+    out = {"auc": float(roc_auc_score(labels, scores)), "pr_auc": float(average_precision_score(labels, scores))}
+    for share in INK_SHARES:
+        out[f"catch@{share:.1%}"] = catch_at(labels, scores, share)
+    return out
+
+
+def bootstrap_by_lot(
+    frame: pd.DataFrame,
+    metric: Callable[[pd.DataFrame], dict[str, float]],
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    lot_column: str = "lot_id",
+) -> dict[str, dict[str, float]]:
+    """{name: {"value", "lo", "hi"}}: `metric` on the frame and its 95% interval over lot resamples.
+
+    Resamples whose labels are all one class are skipped (AUC is undefined there)."""
+    rng = np.random.default_rng(seed)
+    groups = [part for _, part in frame.groupby(lot_column, sort=True)]
+    point = metric(frame)
+    draws: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(n_boot):
+        sample = pd.concat([groups[i] for i in rng.integers(len(groups), size=len(groups))], ignore_index=True)
+        if sample["ft_fail"].nunique() < 2:
+            continue
+        for k, v in metric(sample).items():
+            draws[k].append(v)
+    return {
+        k: {"value": point[k], "lo": float(np.percentile(draws[k], 2.5)) if draws[k] else float("nan"),
+            "hi": float(np.percentile(draws[k], 97.5)) if draws[k] else float("nan")}
+        for k in point
+    }
+
+
+def scores_table(frame: pd.DataFrame, columns: Sequence[str], n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Headline figures with lot-bootstrap intervals for each score column of `frame` (which has
+    lot_id and ft_fail), all columns resampled together so that differences are paired."""
+
+    def metric(sample: pd.DataFrame) -> dict[str, float]:
+        y = sample["ft_fail"].to_numpy()
+        return {f"{c}|{k}": v for c in columns for k, v in headline(y, sample[c].to_numpy()).items()}
+
+    flat = bootstrap_by_lot(frame, metric, n_boot, seed)
+    table: dict = {c: {} for c in columns}
+    for key, value in flat.items():
+        column, name = key.split("|")
+        table[column][name] = value
+    return table
