@@ -1,10 +1,17 @@
 """STDF V4 files packed record by record in a test: for the cases the project's writer cannot
-produce (other testers' programs, several heads, parts without coordinates, ...)."""
+produce (other testers' programs, several heads, parts without coordinates, ...); and pystdf, the
+tests' independent reader, decoding any file record by record."""
 
 from __future__ import annotations
 
+import io
 import struct
 
+import numpy as np
+import pandas as pd
+from pystdf.IO import Parser
+
+from data.program import feature_name
 from data.stdf import records as rec
 
 
@@ -89,3 +96,63 @@ class Stdf:
         return write_bytes(tmp_path, name, self.bytes())
 
 
+
+
+def pystdf_records(data: bytes | str) -> list[tuple[str, dict]]:
+    """Every record of a file (its bytes or its path) as pystdf decodes it: (name, {field: value});
+    left-out fields are None."""
+    if isinstance(data, str):
+        with open(data, "rb") as f:
+            data = f.read()
+    records: list[tuple[str, dict]] = []
+
+    class Sink:
+        def after_send(self, source, decoded):
+            record_type, fields = decoded
+            records.append((type(record_type).__name__.upper(), dict(zip(record_type.fieldNames, fields, strict=True))))
+
+    parser = Parser(inp=io.BytesIO(data))
+    parser.addSink(Sink())
+    parser.parse()
+    return records
+
+
+def oracle_dies(records: list[tuple[str, dict]]) -> pd.DataFrame:
+    """Dies from pystdf's records, last test of each x/y winning: a PTR is feature `t{TEST_NUM}`, an
+    MPR pin `t{TEST_NUM}_p{RTN_INDX}` (the test's first RTN_INDX where a record has none); values
+    RESULT * 10**(the test's first valid RES_SCAL)."""
+    scale: dict[tuple[str, int], int] = {}
+    pins: dict[int, list[int]] = {}
+    open_parts: dict[tuple, dict] = {}
+    dies: dict[tuple, dict] = {}
+    for name, f in records:
+        if name == "PIR":
+            open_parts[(f["HEAD_NUM"], f["SITE_NUM"])] = {}
+        elif name in ("PTR", "MPR"):
+            number, opt = f["TEST_NUM"], f["OPT_FLAG"]
+            if (name, number) not in scale and opt is not None and not opt & 1 and f["RES_SCAL"] is not None:
+                scale[(name, number)] = f["RES_SCAL"]
+            factor = 10.0 ** scale.get((name, number), 0)
+            if name == "PTR":
+                results = {feature_name(number): f["RESULT"]}
+            else:
+                if f["RTN_INDX"]:
+                    pins.setdefault(number, list(f["RTN_INDX"]))
+                indexes = f["RTN_INDX"] or pins[number]
+                results = {feature_name(number, p): v for p, v in zip(indexes, f["RTN_RSLT"], strict=False)}
+            part = open_parts[(f["HEAD_NUM"], f["SITE_NUM"])]
+            part.update({k: np.float32(v * factor) for k, v in results.items()})
+        elif name == "PRR":
+            tests = open_parts.pop((f["HEAD_NUM"], f["SITE_NUM"]))
+            dies[(f["X_COORD"], f["Y_COORD"])] = {
+                "x": f["X_COORD"],
+                "y": f["Y_COORD"],
+                "head": f["HEAD_NUM"],
+                "site": f["SITE_NUM"],
+                "hard_bin": f["HARD_BIN"],
+                "soft_bin": f["SOFT_BIN"],
+                "part_id": f["PART_ID"],
+                "part_flg": f["PART_FLG"],
+                **tests,
+            }
+    return pd.DataFrame(list(dies.values()))

@@ -6,12 +6,9 @@ dies, multi-pin results, bins and program fields it decodes must be what the gen
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
-from pystdf.IO import Parser
 
 from data.geometry import WaferGeometry
 from data.products import DEFAULT_PRODUCT, PRODUCTS
@@ -20,6 +17,7 @@ from data.stdf import records as rec
 from data.stdf.writer import LATER_PTR_MODES, encode_wafer
 from data.synthetic import GeneratorConfig, generate
 from data.test_program import program_features
+from tests.stdf_builder import oracle_dies, pystdf_records
 
 WF7N, MX3A = PRODUCTS["WF7N"], PRODUCTS["MX3A"]
 
@@ -38,62 +36,6 @@ def small_mx3a_wafer():
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def pystdf_records(data: bytes) -> list[tuple[str, dict]]:
-    """Every record as pystdf decodes it: (name, {field: value}); left-out fields are None."""
-    records: list[tuple[str, dict]] = []
-
-    class Sink:
-        def after_send(self, source, data):
-            record_type, fields = data
-            records.append((type(record_type).__name__.upper(), dict(zip(record_type.fieldNames, fields, strict=True))))
-
-    parser = Parser(inp=io.BytesIO(data))
-    parser.addSink(Sink())
-    parser.parse()
-    return records
-
-
-def oracle_dies(records: list[tuple[str, dict]]) -> pd.DataFrame:
-    """Dies from pystdf's PTR / MPR / PRR fields: RESULT * 10**RES_SCAL, an MPR pin as `t{num}_p{pin}`,
-    scale and pins taken from a test's first record where a later one leaves them out or flags them."""
-    scale: dict[int, int] = {}
-    pins: dict[int, list[int]] = {}
-    open_parts: dict[tuple, dict] = {}
-    dies = []
-    for name, f in records:
-        if name == "PIR":
-            open_parts[(f["HEAD_NUM"], f["SITE_NUM"])] = {}
-        elif name in ("PTR", "MPR"):
-            number, opt = f["TEST_NUM"], f["OPT_FLAG"]
-            if number not in scale:
-                scale[number] = f["RES_SCAL"]
-            own = f["RES_SCAL"] if opt is not None and not opt & rec.OPT_RES_SCAL_INVALID else None
-            factor = 10.0 ** (scale[number] if own is None else own)
-            values = open_parts[(f["HEAD_NUM"], f["SITE_NUM"])]
-            if name == "PTR":
-                values[feature_name(number)] = np.float32(f["RESULT"] * factor)
-            else:
-                pins.setdefault(number, f["RTN_INDX"])
-                for pin, result in zip(f["RTN_INDX"] or pins[number], f["RTN_RSLT"], strict=True):
-                    values[feature_name(number, pin)] = np.float32(result * factor)
-        elif name == "PRR":
-            values = open_parts.pop((f["HEAD_NUM"], f["SITE_NUM"]))
-            dies.append(
-                {
-                    "x": f["X_COORD"],
-                    "y": f["Y_COORD"],
-                    "head": f["HEAD_NUM"],
-                    "site": f["SITE_NUM"],
-                    "hard_bin": f["HARD_BIN"],
-                    "soft_bin": f["SOFT_BIN"],
-                    "part_id": f["PART_ID"],
-                    "part_flg": f["PART_FLG"],
-                    **values,
-                }
-            )
-    return pd.DataFrame(dies)
 
 
 def by_xy(frame: pd.DataFrame) -> pd.DataFrame:

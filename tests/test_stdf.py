@@ -33,7 +33,7 @@ from data.stdf.writer import LATER_PTR_MODES, UNIT_SCALING, encode_wafer, write_
 from data.synthetic import GeneratorConfig, generate
 from data.test_program import program_test_defs
 from data.writers import WRITERS, write_dataset, write_parquet_wafer
-from tests.stdf_builder import Stdf, cn, write_bytes
+from tests.stdf_builder import Stdf, cn, oracle_dies, pystdf_records, write_bytes
 
 SMALL_GEOMETRY = WaferGeometry(diameter_mm=100.0)
 DIE_KEYS = ["part_id", "x", "y", "head", "site", "hard_bin", "soft_bin", "sort_pass"]
@@ -59,62 +59,6 @@ def tiny_mpr():
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def pystdf_records(path: str) -> list[tuple[str, dict]]:
-    """Every record of a file as pystdf decodes it: (name, {field: value}); left-out fields are None."""
-    records: list[tuple[str, dict]] = []
-
-    class Sink:
-        def after_send(self, source, data):
-            record_type, fields = data
-            records.append((type(record_type).__name__.upper(), dict(zip(record_type.fieldNames, fields, strict=True))))
-
-    with open(path, "rb") as f:
-        parser = Parser(inp=f)
-        parser.addSink(Sink())
-        parser.parse()
-    return records
-
-
-def oracle_dies(records: list[tuple[str, dict]]) -> pd.DataFrame:
-    """Dies from pystdf's records, last test of each x/y winning: a PTR is feature `t{TEST_NUM}`, an
-    MPR pin `t{TEST_NUM}_p{RTN_INDX}` (the test's first RTN_INDX where a record has none); values
-    RESULT * 10**(the test's first valid RES_SCAL)."""
-    scale: dict[tuple[str, int], int] = {}
-    pins: dict[int, list[int]] = {}
-    open_parts: dict[tuple, dict] = {}
-    dies: dict[tuple, dict] = {}
-    for name, f in records:
-        if name == "PIR":
-            open_parts[(f["HEAD_NUM"], f["SITE_NUM"])] = {}
-        elif name in ("PTR", "MPR"):
-            number, opt = f["TEST_NUM"], f["OPT_FLAG"]
-            if (name, number) not in scale and opt is not None and not opt & 1 and f["RES_SCAL"] is not None:
-                scale[(name, number)] = f["RES_SCAL"]
-            factor = 10.0 ** scale.get((name, number), 0)
-            if name == "PTR":
-                results = {feature_name(number): f["RESULT"]}
-            else:
-                if f["RTN_INDX"]:
-                    pins.setdefault(number, list(f["RTN_INDX"]))
-                indexes = f["RTN_INDX"] or pins[number]
-                results = {feature_name(number, p): v for p, v in zip(indexes, f["RTN_RSLT"], strict=False)}
-            part = open_parts[(f["HEAD_NUM"], f["SITE_NUM"])]
-            part.update({k: np.float32(v * factor) for k, v in results.items()})
-        elif name == "PRR":
-            tests = open_parts.pop((f["HEAD_NUM"], f["SITE_NUM"]))
-            dies[(f["X_COORD"], f["Y_COORD"])] = {
-                "x": f["X_COORD"],
-                "y": f["Y_COORD"],
-                "head": f["HEAD_NUM"],
-                "site": f["SITE_NUM"],
-                "hard_bin": f["HARD_BIN"],
-                "soft_bin": f["SOFT_BIN"],
-                "part_id": f["PART_ID"],
-                **tests,
-            }
-    return pd.DataFrame(list(dies.values()))
 
 
 def oracle_limits(records: list[tuple[str, dict]]) -> dict[str, tuple[float | None, float | None]]:
