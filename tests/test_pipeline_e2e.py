@@ -76,7 +76,7 @@ def test_ingest_accounting_and_lot_split(first_run):
     assert auc["value"] == pytest.approx(summary["metrics"]["auc"], abs=0.01)  # TFMA's AUC is approximate
     assert test["dies"] == summary["examples_per_split"]["test"]
     op = test["operating_point"]
-    assert op["extra"]["split"] == "validation" and 0.0 <= op["threshold"] <= 1.0
+    assert op["split"] == "validation" and 0.0 <= op["threshold"] <= 1.0
     # The run summary shows the program the ingest learned: the generator's 52 tests, bin 1 good.
     program = summary["test_program"]
     assert program["tests"] == 52 and program["good_hard_bins"] == [1] and program["changes"] == []
