@@ -13,10 +13,12 @@ across the lot's wafers), which the model gets as features.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
+from data.program import is_test_feature
 from data.readers import WaferRead, last_test_wins
 from data.screens import ScreenConfig, screen_lot, screen_wafer
 from data.wafer_features import add_wafer_context
@@ -49,9 +51,15 @@ def assemble_wafer(reads: list[WaferRead]) -> Wafer:
     return Wafer(ordered[0].lot_id, ordered[0].wafer_id, add_wafer_context(kept), within + across)
 
 
-def assemble_lot(reads: list[WaferRead], config: ScreenConfig | None = None) -> list[Wafer]:
+def assemble_lot(
+    reads: list[WaferRead], config: ScreenConfig | None = None, known_tests: Iterable[str] | None = None
+) -> list[Wafer]:
     """Every wafer of one lot from all its reads, screened (wafer screens against the limits of the
-    wafer's newest file, then ZPAT over the lot), in wafer-id order."""
+    wafer's newest file, then ZPAT over the lot), in wafer-id order.
+
+    `known_tests`: screen only these tests (a model's program, when scoring: a test the model does
+    not know is ignored everywhere, in the screens too); None screens every test of the files."""
+    known = None if known_tests is None else set(known_tests)
     by_wafer: dict[str, list[WaferRead]] = {}
     for read in reads:
         by_wafer.setdefault(read.wafer_id, []).append(read)
@@ -60,7 +68,14 @@ def assemble_lot(reads: list[WaferRead], config: ScreenConfig | None = None) -> 
         wafer = assemble_wafer(by_wafer[wafer_id])
         newest = max(by_wafer[wafer_id], key=lambda r: (r.start_time, r.source))
         tests = newest.program.tests if newest.program else []
-        wafer.dies = screen_wafer(wafer.dies, tests, config)
+        if known is None:
+            wafer.dies = screen_wafer(wafer.dies, tests, config)
+        else:
+            unknown = [c for c in wafer.dies.columns if is_test_feature(c) and c not in known]
+            screened = screen_wafer(wafer.dies.drop(columns=unknown), [t for t in tests if t.feature in known], config)
+            wafer.dies = pd.concat([wafer.dies[unknown], screened], axis=1)[
+                [*wafer.dies.columns, *(c for c in screened.columns if c not in wafer.dies.columns)]
+            ]
         wafers.append(wafer)
     for wafer, screened in zip(wafers, screen_lot([w.dies for w in wafers], config), strict=True):
         wafer.dies = screened

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from data import fs
+from data.program import is_test_feature
 from data.readers import READERS, format_of_path
 from data.wafers import assemble_lot
 from models import dense_signature, features
@@ -86,7 +87,9 @@ class WaferDies:
     product: str = ""  # MIR PART_TYP of the wafer's newest file that names one; "" if none does
 
 
-def read_wafers(paths: Iterable[str], input_format: str) -> Iterator[WaferDies]:
+def read_wafers(
+    paths: Iterable[str], input_format: str, known_tests: Iterable[str] | None = None
+) -> Iterator[WaferDies]:
     """Every wafer in the files, lot by lot in lot and wafer order: all its dies and the ones that
     passed sort.
 
@@ -101,7 +104,7 @@ def read_wafers(paths: Iterable[str], input_format: str) -> Iterator[WaferDies]:
         for wafer in reader(path):
             reads[wafer.lot_id].append(wafer)
     for lot in sorted(reads):
-        for wafer in assemble_lot(reads[lot]):
+        for wafer in assemble_lot(reads[lot], known_tests=known_tests):
             named = [r for r in reads[lot] if r.wafer_id == wafer.wafer_id and r.program]
             named = [r for r in named if r.program.revision.get("PART_TYP")]
             newest = max(named, key=lambda r: (r.start_time, r.source)) if named else None
@@ -109,10 +112,12 @@ def read_wafers(paths: Iterable[str], input_format: str) -> Iterator[WaferDies]:
             yield WaferDies(wafer.lot_id, wafer.wafer_id, wafer.dies, wafer.passed, product)
 
 
-def read_dies(paths: Iterable[str], input_format: str) -> Iterator[pd.DataFrame]:
+def read_dies(
+    paths: Iterable[str], input_format: str, known_tests: Iterable[str] | None = None
+) -> Iterator[pd.DataFrame]:
     """One DataFrame per wafer: its sort-passing dies with the wafer context and screen features
     (`read_wafers`' `passed`)."""
-    for wafer in read_wafers(paths, input_format):
+    for wafer in read_wafers(paths, input_format, known_tests):
         yield wafer.passed
 
 
@@ -502,6 +507,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def model_tests(scorer: Scorer) -> list[str] | None:
+    """The tests a model knows (its stored column order), for `read_wafers`; None if unknown (a server
+    without --model-dir): then the screens use every test of the files."""
+    return [c for c in scorer.columns if is_test_feature(c)] if scorer.columns else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     paths = sorted({p for pattern in args.inputs for p in (fs.glob(pattern) or [pattern])})
@@ -523,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     kept: list[WaferDies] = []
 
     def passing() -> Iterator[pd.DataFrame]:
-        for wafer in read_wafers(paths, input_format):
+        for wafer in read_wafers(paths, input_format, model_tests(scorer)):
             if args.ink_maps:
                 positions = wafer.dies[["x", "y", "sort_pass"]]
                 kept.append(dataclasses.replace(wafer, dies=positions, passed=wafer.passed[["x", "y"]]))
