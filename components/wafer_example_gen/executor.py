@@ -131,16 +131,7 @@ class _ReadFile(beam.DoFn):
 def _program_key(program: test_program.FileProgram) -> str:
     """A file's program without its start time, as canonical JSON: equal for every file of a lot
     that ran the same program, so Distinct keeps one per lot."""
-    return json.dumps(
-        {
-            "tests": [t.to_dict() for t in program.tests],
-            "good_hard_bins": program.good_hard_bins,
-            "good_soft_bins": program.good_soft_bins,
-            "revision": program.revision,
-            "wcr": program.wcr,
-        },
-        sort_keys=True,
-    )
+    return json.dumps({k: v for k, v in program.to_dict().items() if k != "start_time"}, sort_keys=True)
 
 
 def _read_labels(path: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
@@ -368,17 +359,8 @@ def learned_program(report: dict) -> test_program.TestProgram:
     """The run's test program from the report's per-lot programs, grid extent and test moments."""
     per_lot: dict[str, list[test_program.FileProgram]] = {}
     for lot_id, key, start_time in report.get("file_programs", []):
-        d = json.loads(key)
-        per_lot.setdefault(lot_id, []).append(
-            test_program.FileProgram(
-                tests=[test_program.TestDef.from_dict(t) for t in d["tests"]],
-                good_hard_bins=d["good_hard_bins"],
-                good_soft_bins=d["good_soft_bins"],
-                revision=d["revision"],
-                start_time=start_time,
-                wcr=d["wcr"],
-            )
-        )
+        program = test_program.FileProgram.from_dict({**json.loads(key), "start_time": start_time})
+        per_lot.setdefault(lot_id, []).append(program)
     extent = report.get("extent")
     return test_program.merge_programs(
         per_lot,
