@@ -33,14 +33,10 @@ from data.writers import write_dataset
 
 # A small, fixed training budget: the question is how the data path scales, not the model.
 TRAINING_FLAGS = (
-    "--train-steps",
-    "200",
     "--epochs",
     "2",
     "--tuner-trials",
     "1",
-    "--tuner-steps",
-    "20",
     "--tuner-epochs",
     "1",
     "--input-format",

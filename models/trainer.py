@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import tempfile
 
 import keras
@@ -16,7 +18,8 @@ from tfx import v1 as tfx
 from models import dense_signature, features, model, operating_point, training
 
 # Trainer custom_config keys.
-EPOCHS_KEY = "epochs"
+EPOCHS_KEY = "epochs"  # the most passes over the training split; early stopping usually ends sooner
+PATIENCE_KEY = "patience"  # epochs without a better validation AUC before stopping
 BATCH_SIZE_KEY = "batch_size"
 STRATEGY_KEY = "strategy"
 MIXED_PRECISION_KEY = "mixed_precision"
@@ -26,17 +29,17 @@ ESCAPE_COST_KEY = "escape_cost"
 OVERKILL_COST_KEY = "overkill_cost"
 
 
-def validation_probabilities(keras_model, dataset: tf.data.Dataset, shift: float) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, calibrated probabilities) of every die of a finite (features, label) dataset."""
+def validation_logits(keras_model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, raw logits) of every die of a finite (features, label) dataset."""
     names = [t.name for t in keras_model.inputs]
-    labels, probabilities = [], []
+    labels, logits = [], []
     for batch, label in dataset:
         logit = keras_model({n: tf.reshape(batch[n], [-1, 1]) for n in names}, training=False)
-        probabilities.append(tf.sigmoid(tf.cast(logit, tf.float32) - shift).numpy().reshape(-1))
+        logits.append(tf.cast(logit, tf.float32).numpy().reshape(-1))
         labels.append(np.asarray(label).reshape(-1))
     if not labels:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return np.concatenate(labels), np.concatenate(probabilities)
+    return np.concatenate(labels), np.concatenate(logits)
 
 
 def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput, columns) -> dict:
@@ -56,7 +59,8 @@ def serving_raw_feature_spec(tf_transform_output: tft.TFTransformOutput, columns
 
 
 class ServingModule(tf.Module):
-    """The exported graph: parse tf.Examples -> TFT layer -> model -> calibrated probability.
+    """The exported graph: parse tf.Examples -> TFT layer -> model -> calibrated probability
+    (`sigmoid(scale * logit + bias)`, the Platt calibration fitted on validation).
 
     `serve_dense` is the same model behind the Transform re-expressed for one dense float32
     matrix of raw features (models/dense_signature.py): the input TF Lite and ONNX export. Its
@@ -68,7 +72,7 @@ class ServingModule(tf.Module):
         self,
         keras_model: keras.Model,
         tf_transform_output: tft.TFTransformOutput,
-        shift: float,
+        calibration: training.Calibration,
         guard_band: float = features.DEFAULT_GUARD_BAND,
         op: operating_point.OperatingPoint | None = None,
     ):
@@ -76,7 +80,8 @@ class ServingModule(tf.Module):
         self.model = keras_model
         self.input_names = [t.name for t in keras_model.inputs]
         self.tft_layer = tf_transform_output.transform_features_layer()
-        self.shift = tf.constant(shift, tf.float32)
+        self.calibration_scale = tf.constant(calibration.scale, tf.float32)
+        self.calibration_bias = tf.constant(calibration.bias, tf.float32)
         self.transform_constants = dense_signature.TransformConstants.from_transform_output(
             tf_transform_output, guard_band
         )
@@ -101,7 +106,7 @@ class ServingModule(tf.Module):
     def probability(self, transformed: dict) -> tf.Tensor:
         inputs = {n: tf.reshape(transformed[n], [-1, 1]) for n in self.input_names}
         logit = tf.cast(self.model(inputs, training=False), tf.float32)
-        return tf.sigmoid(logit - self.shift)
+        return tf.sigmoid(self.calibration_scale * logit + self.calibration_bias)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, serialized):
@@ -136,12 +141,12 @@ def float32_copy(keras_model: keras.Model, hp: keras_tuner.HyperParameters, spec
 def export_serving_model(
     keras_model,
     tf_transform_output,
-    shift: float,
+    calibration: training.Calibration,
     path: str,
     guard_band: float = features.DEFAULT_GUARD_BAND,
     op: operating_point.OperatingPoint | None = None,
 ) -> None:
-    module = ServingModule(keras_model, tf_transform_output, shift, guard_band, op)
+    module = ServingModule(keras_model, tf_transform_output, calibration, guard_band, op)
     worst = dense_signature.check_against_transform(
         module.dense_transform, module.tft_layer, module.raw_spec, module.transform_constants
     )
@@ -165,23 +170,32 @@ def _hyperparameters(fn_args) -> keras_tuner.HyperParameters:
 
 # Called by the Trainer component.
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """Train the model on transformed examples and export it with the Transform graph inside."""
+    """Train the model on transformed examples and export it with the Transform graph inside.
+
+    The budget follows the data: an epoch is one pass over the training split, at most
+    `epochs` of them, stopped early when validation AUC has not improved for `patience` epochs
+    (the best epoch's weights are kept). Validation also schedules the learning rate, fits the
+    calibration and chooses the ink threshold; the test split is never read here."""
     config = fn_args.custom_config or {}
     # Seeded initialisation, dropout and shuffling: the same data and config train the same model.
     keras.utils.set_random_seed(int(config.get(SEED_KEY, 0)))
-    epochs = int(config.get(EPOCHS_KEY, 10))
+    max_epochs = int(config.get(EPOCHS_KEY, 30))
+    patience = int(config.get(PATIENCE_KEY, 3))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     strategy = training.make_strategy(config.get(STRATEGY_KEY, "mirrored"))
     batch_size = int(config.get(BATCH_SIZE_KEY, 256)) * strategy.num_replicas_in_sync
 
-    finite_train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                                     batch_size, num_epochs=1, shuffle=False)
-    rate = training.positive_rate(finite_train)
-    weights = training.class_weights(rate)
+    counts = training.count_split(
+        training.input_fn(
+            fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
+        )
+    )
+    steps = training.steps_per_epoch(counts.examples, batch_size)
     train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
     # The validation split, each die exactly once per evaluation (a finite, unshuffled pass).
-    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size,
-                                   num_epochs=1, shuffle=False)
+    evaluation = training.input_fn(
+        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
+    )
 
     policy = training.mixed_precision_policy() if config.get(MIXED_PRECISION_KEY, True) else "float32"
     keras.mixed_precision.set_global_policy(policy)
@@ -189,31 +203,69 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     try:
         with strategy.scope():
             keras_model = model.build_model(hp, spec)
-        logging.info("Training on %d replica(s), policy %s, positive rate %.4f, class weights %s",
-                     strategy.num_replicas_in_sync, policy, rate, weights)
-        keras_model.fit(
+        logging.info(
+            "Training on %d replica(s), policy %s: %d dies (%d fails), %d steps per epoch, at most %d epochs",
+            strategy.num_replicas_in_sync,
+            policy,
+            counts.examples,
+            counts.positives,
+            steps,
+            max_epochs,
+        )
+        stopper = keras.callbacks.EarlyStopping(
+            monitor="val_auc", mode="max", patience=patience, restore_best_weights=True
+        )
+        history = keras_model.fit(
             train,
             validation_data=evaluation,
-            epochs=epochs,
-            steps_per_epoch=max(1, fn_args.train_steps // epochs),
-            class_weight=weights,
+            epochs=max_epochs,
+            steps_per_epoch=steps,
             callbacks=[
-                keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=3,
-                                              restore_best_weights=True),
-                keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=2),
+                stopper,
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_auc", mode="max", factor=0.5, patience=max(1, patience - 1)
+                ),
                 keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
             ],
             verbose=2,
         )
         served = float32_copy(keras_model, hp, spec)
-        shift = training.prior_shift(weights)
+        labels, logits = validation_logits(served, evaluation)
+        calibration = training.fit_calibration(labels, logits)
+        probabilities = calibration.apply(logits)
         # The ink threshold is chosen on validation, never on test (pipeline/pipeline.py).
-        labels, probabilities = validation_probabilities(served, evaluation, shift)
         costs = float(config.get(ESCAPE_COST_KEY, 50.0)), float(config.get(OVERKILL_COST_KEY, 1.0))
         op = operating_point.fit(labels, probabilities, *costs)
         op = dataclasses.replace(op, extra={"split": "validation", "ink_rate": float(np.mean(op.ink(probabilities)))})
-        logging.info("Operating point on %d validation dies: %s", len(labels), op.to_dict())
-        export_serving_model(served, tf_transform_output, shift, fn_args.serving_model_dir,
-                             float(config.get(GUARD_BAND_KEY, features.DEFAULT_GUARD_BAND)), op)
+        logging.info(
+            "Calibration %s, operating point on %d validation dies: %s",
+            calibration.to_dict(),
+            len(labels),
+            op.to_dict(),
+        )
+        val_auc = history.history.get("val_auc", [])
+        budget = {
+            "train_examples": counts.examples,
+            "train_positives": counts.positives,
+            "batch_size": batch_size,
+            "steps_per_epoch": steps,
+            "max_epochs": max_epochs,
+            "epochs_run": len(val_auc),
+            "best_epoch": int(np.argmax(val_auc)) + 1 if val_auc else 0,
+            "best_val_auc": float(np.max(val_auc)) if val_auc else float("nan"),
+            "validation_examples": int(len(labels)),
+            "calibration": calibration.to_dict(),
+            "validation_mean_prediction_over_mean_label": float(probabilities.mean() / max(labels.mean(), 1e-12)),
+        }
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, training.BUDGET_FILE), "w") as f:
+            json.dump(budget, f, indent=2)
+        export_serving_model(
+            served,
+            tf_transform_output,
+            calibration,
+            fn_args.serving_model_dir,
+            float(config.get(GUARD_BAND_KEY, features.DEFAULT_GUARD_BAND)),
+            op,
+        )
     finally:
         training.reset_policy()

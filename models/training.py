@@ -1,21 +1,32 @@
-"""Shared by the Tuner and the Trainer: datasets, class weights, precision policy, strategy."""
+"""Shared by the Tuner and the Trainer: datasets, training budget, calibration, precision policy, strategy."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from sklearn.linear_model import LogisticRegression
 from tfx_bsl.public import tfxio
 
 from models import features
 from models.model import ModelInputs
 
+# The Trainer's record of its budget and calibration, in its model_run directory (the summary reads it).
+BUDGET_FILE = "training_budget.json"
 
-def input_fn(file_pattern, data_accessor, tf_transform_output: tft.TFTransformOutput, batch_size: int,
-             num_epochs: int | None = None, shuffle: bool = True) -> tf.data.Dataset:
+
+def input_fn(
+    file_pattern,
+    data_accessor,
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    num_epochs: int | None = None,
+    shuffle: bool = True,
+) -> tf.data.Dataset:
     """Transformed examples as (features, label) batches, repeating unless `num_epochs` is set."""
     return data_accessor.tf_dataset_factory(
         file_pattern,
@@ -29,31 +40,68 @@ def input_fn(file_pattern, data_accessor, tf_transform_output: tft.TFTransformOu
     )
 
 
-def positive_rate(dataset: tf.data.Dataset) -> float:
-    """Share of positive labels in one pass over a finite (features, label) dataset."""
+@dataclasses.dataclass(frozen=True)
+class SplitCounts:
+    """Examples and positive labels of one split, from one pass over it."""
+
+    examples: int
+    positives: int
+
+    @property
+    def positive_rate(self) -> float:
+        return self.positives / self.examples if self.examples else 0.0
+
+
+def count_split(dataset: tf.data.Dataset) -> SplitCounts:
+    """Examples and positives in one pass over a finite (features, label) dataset."""
     positives = total = 0
     for _, label in dataset:
         label = np.asarray(label)
         positives += int(label.sum())
         total += label.size
     if total == 0:
-        raise ValueError("no training examples: cannot compute the class balance")
-    return positives / total
+        raise ValueError("no training examples: the train split is empty")
+    return SplitCounts(total, positives)
 
 
-def class_weights(rate: float) -> dict[int, float]:
-    """Balanced class weights: each class contributes half of the loss."""
-    rate = min(max(rate, 1e-6), 1 - 1e-6)
-    return {0: 0.5 / (1.0 - rate), 1: 0.5 / rate}
+def steps_per_epoch(examples: int, batch_size: int) -> int:
+    """One epoch is one pass over the training split: the budget grows with the data.
+
+    A fixed step count trains a 300k-die split for barely more than one pass and a 5k-die
+    split for dozens; counting passes (with early stopping on validation deciding how many)
+    gives each size the training it needs."""
+    if examples <= 0 or batch_size <= 0:
+        raise ValueError(f"steps_per_epoch needs examples > 0 and batch_size > 0, got {examples}, {batch_size}")
+    return math.ceil(examples / batch_size)
 
 
-def prior_shift(weights: dict[int, float]) -> float:
-    """Logit offset that undoes class weighting: p = sigmoid(logit - shift) is calibrated again.
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """p = sigmoid(scale * logit + bias), fitted on validation (Platt scaling).
 
-    Weighting positives by w1 and negatives by w0 multiplies the fitted odds by w1 / w0
-    (King & Zeng, 2001), so subtracting log(w1 / w0) from the logit restores the true odds.
-    """
-    return math.log(weights[1] / weights[0])
+    Early stopping on validation AUC and a rare positive class leave the network's raw logits
+    over- or under-confident; two parameters fitted on the validation split (never test) put
+    the served probability back on the scale of the observed fail rate, which the ink decision's
+    costs and anyone reading a probability rely on. A monotone map: AUC and ranking are unchanged."""
+
+    scale: float = 1.0
+    bias: float = 0.0
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.scale * np.asarray(logits, np.float64) + self.bias)))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"scale": self.scale, "bias": self.bias}
+
+
+def fit_calibration(labels: np.ndarray, logits: np.ndarray) -> Calibration:
+    """Platt scaling: an unregularised one-feature logistic regression of the label on the logit."""
+    labels = np.asarray(labels).reshape(-1)
+    logits = np.asarray(logits, np.float64).reshape(-1, 1)
+    if labels.size == 0 or np.unique(labels).size < 2:
+        raise ValueError("calibration needs both classes in the validation split")
+    fit = LogisticRegression(penalty=None, solver="lbfgs", max_iter=1000).fit(logits, labels)
+    return Calibration(scale=float(fit.coef_[0, 0]), bias=float(fit.intercept_[0]))
 
 
 def mixed_precision_policy() -> str:

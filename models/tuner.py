@@ -17,7 +17,7 @@ EPOCHS_KEY = "epochs"
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     """Bayesian optimisation of the model's hyperparameters on validation AUC.
 
-    fn_args.custom_config: max_trials (search budget), epochs per trial.
+    fn_args.custom_config: max_trials (search budget), epochs per trial (full passes over train).
     """
     config = fn_args.custom_config or {}
     keras.utils.set_random_seed(int(config.get("seed", 7)))
@@ -36,20 +36,22 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         project_name="waferflow_tuning",
         overwrite=True,
     )
-    finite_train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                                     batch_size, num_epochs=1, shuffle=False)
-    weights = training.class_weights(training.positive_rate(finite_train))
+    finite_train = training.input_fn(
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
+    )
+    # Each trial trains `epochs` full passes over the training split, as the Trainer counts them.
+    steps = training.steps_per_epoch(training.count_split(finite_train).examples, batch_size)
     train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
     # The validation split, each die exactly once per evaluation (a finite, unshuffled pass).
-    evaluation = training.input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size,
-                                   num_epochs=1, shuffle=False)
+    evaluation = training.input_fn(
+        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
+    )
     return tfx.components.TunerFnResult(
         tuner=tuner,
         fit_kwargs={
             "x": train,
             "validation_data": evaluation,
             "epochs": epochs,
-            "steps_per_epoch": max(1, fn_args.train_steps // epochs),
-            "class_weight": weights,
+            "steps_per_epoch": steps,
         },
     )

@@ -38,18 +38,21 @@ class RunConfig:
     guard_band: float = 1.5
     limit_features: bool = True  # per-test margins to the limits and per-die summaries (off: ablation)
     # Training.
-    train_steps: int = 1200
-    epochs: int = 12
+    # Training: an epoch is one pass over the training split, so the budget follows the data;
+    # early stopping on validation AUC (after `patience` epochs without a gain) ends it sooner.
+    epochs: int = 30
+    patience: int = 3
     batch_size: int = 256
     enable_tuning: bool = True
     tuner_trials: int = 3
-    tuner_steps: int = 150
-    tuner_epochs: int = 2
+    tuner_epochs: int = 2  # full passes per trial
     strategy: str = "mirrored"
     mixed_precision: bool = True
     # Evaluation gate.
     min_auc: float = 0.6
-    max_auc_drop: float = 0.01
+    # The change gate against the last blessed model refuses a drop in test AUC larger than the
+    # test split's noise explains (paired lot bootstrap, one-sided 95%), and any drop over this cap.
+    max_auc_drop: float = 0.02
     operating_threshold: float = 0.1  # precision / recall are reported at this probability
     # The ink decision: what an escape (a final-test fail not inked) and an overkill (a good die
     # inked) cost, in any unit; the Trainer picks the threshold that minimises their sum on validation.
@@ -116,18 +119,28 @@ def _flag(name: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None, description: str = "") -> RunConfig:
-    """Flags for every RunConfig field (`--train-steps 500`, `--no-enable-tuning`, `--beam-arg X`)."""
+    """Flags for every RunConfig field (`--epochs 20`, `--no-enable-tuning`, `--beam-arg X`)."""
     parser = argparse.ArgumentParser(description=description)
     for field in dataclasses.fields(RunConfig):
         if field.name == "beam_args":
-            parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
-                                help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=FlinkRunner)")
+            parser.add_argument(
+                "--beam-arg",
+                dest="beam_args",
+                action="append",
+                default=[],
+                help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=FlinkRunner)",
+            )
         elif field.name == "product":
-            parser.add_argument("--product", choices=sorted(PRODUCTS), default=field.default,
-                                help="built-in synthetic product to generate when --data-dir is not given")
+            parser.add_argument(
+                "--product",
+                choices=sorted(PRODUCTS),
+                default=field.default,
+                help="built-in synthetic product to generate when --data-dir is not given",
+            )
         elif field.type == "bool":
-            parser.add_argument(_flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction,
-                                default=field.default)
+            parser.add_argument(
+                _flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction, default=field.default
+            )
         else:
             kind = {"int": int, "float": float}.get(field.type, str)
             parser.add_argument(_flag(field.name), dest=field.name, type=kind, default=field.default)

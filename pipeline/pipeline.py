@@ -11,6 +11,7 @@ from tfx import v1 as tfx
 from tfx.types.standard_component_specs import CUSTOM_CONFIG_KEY
 
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
+from components.noise_aware_evaluator.component import NoiseAwareEvaluator
 from components.onnx_exporter.component import OnnxExporter
 from components.tflite_exporter.component import TFLiteExporter
 from components.transform_config.component import TransformConfig
@@ -30,10 +31,16 @@ BASELINE_STRATEGIES = ("latest_blessed_other", "latest_blessed")
 
 
 def eval_config(
-    min_auc: float, max_auc_drop: float, operating_threshold: float, escape_cost: float = 50.0,
+    min_auc: float,
+    max_auc_drop: float,
+    operating_threshold: float,
+    escape_cost: float = 50.0,
     overkill_cost: float = 1.0,
 ) -> tfma.EvalConfig:
     """TFMA: headline metrics sliced by lot, wafer and probe slot; AUC gates against floor and baseline.
+
+    `max_auc_drop` is the cap of the change gate: the NoiseAwareEvaluator lowers it to what the
+    test split's noise explains (components/noise_aware_evaluator/executor.py).
 
     Expected cost per die is measured at the threshold the costs imply for a calibrated model,
     overkill / (overkill + escape) (models/metrics.py); the Trainer's own operating point, chosen on
@@ -70,9 +77,7 @@ def eval_config(
                         ],
                     ),
                     tfma.MetricConfig(class_name="AUCPrecisionRecall", config='{"name": "pr_auc"}'),
-                    tfma.MetricConfig(
-                        class_name="Precision", config=f'{{"thresholds": [{operating_threshold}]}}'
-                    ),
+                    tfma.MetricConfig(class_name="Precision", config=f'{{"thresholds": [{operating_threshold}]}}'),
                     tfma.MetricConfig(class_name="Recall", config=f'{{"thresholds": [{operating_threshold}]}}'),
                     tfma.MetricConfig(class_name="Calibration"),
                     tfma.MetricConfig(class_name="MeanLabel"),
@@ -81,8 +86,9 @@ def eval_config(
                     tfma.MetricConfig(
                         class_name="ExpectedCost",
                         module="models.metrics",
-                        config=json.dumps({"threshold": cost_threshold, "escape_cost": escape_cost,
-                                           "overkill_cost": overkill_cost}),
+                        config=json.dumps(
+                            {"threshold": cost_threshold, "escape_cost": escape_cost, "overkill_cost": overkill_cost}
+                        ),
                     ),
                 ]
             )
@@ -138,10 +144,14 @@ def create_pipeline(
             tuner_fn=TUNER_FN,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
-            train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=c.tuner_steps),
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
             eval_args=tfx.proto.EvalArgs(splits=["validation"]),
-            custom_config={"max_trials": c.tuner_trials, "epochs": c.tuner_epochs, "batch_size": c.batch_size,
-                           "seed": c.seed},
+            custom_config={
+                "max_trials": c.tuner_trials,
+                "epochs": c.tuner_epochs,
+                "batch_size": c.batch_size,
+                "seed": c.seed,
+            },
         )
         hyperparameters = tuner.outputs["best_hyperparameters"]
         components.append(tuner)
@@ -153,10 +163,12 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         hyperparameters=hyperparameters,
         # Validation, read once per epoch in full, early-stops and schedules; test is never seen here.
-        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=c.train_steps),
+        # The budget is in epochs over the train split (models/trainer.py), not a step count.
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["validation"]),
         custom_config={
             "epochs": c.epochs,
+            "patience": c.patience,
             "batch_size": c.batch_size,
             "strategy": c.strategy,
             "mixed_precision": c.mixed_precision,
@@ -180,13 +192,15 @@ def create_pipeline(
         model_resolver = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **baseline_inputs
         ).with_id("latest_blessed_model_resolver")
-    evaluator = tfx.components.Evaluator(
+    # TFX's Evaluator whose AUC change threshold is min(max_auc_drop, what the test split's noise
+    # explains): components/noise_aware_evaluator. Node id "Evaluator" as before.
+    evaluator = NoiseAwareEvaluator(
         examples=example_gen.outputs["examples"],
         example_splits=["test"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config(c.min_auc, c.max_auc_drop, c.operating_threshold, c.escape_cost, c.overkill_cost),
-    )
+    ).with_id("Evaluator")
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
@@ -197,18 +211,22 @@ def create_pipeline(
     components += [trainer, model_resolver, evaluator, pusher]
     # Side exports of the blessed model; like the Pusher, each exports nothing unless it is blessed.
     if c.export_tflite:
-        components.append(TFLiteExporter(
-            model=trainer.outputs["model"],
-            model_blessing=evaluator.outputs["blessing"],
-            examples=example_gen.outputs["examples"],
-            quantize_int8=c.tflite_int8,
-        ))
+        components.append(
+            TFLiteExporter(
+                model=trainer.outputs["model"],
+                model_blessing=evaluator.outputs["blessing"],
+                examples=example_gen.outputs["examples"],
+                quantize_int8=c.tflite_int8,
+            )
+        )
     if c.export_onnx:
-        components.append(OnnxExporter(
-            model=trainer.outputs["model"],
-            model_blessing=evaluator.outputs["blessing"],
-            examples=example_gen.outputs["examples"],
-        ))
+        components.append(
+            OnnxExporter(
+                model=trainer.outputs["model"],
+                model_blessing=evaluator.outputs["blessing"],
+                examples=example_gen.outputs["examples"],
+            )
+        )
     return tfx.dsl.Pipeline(
         pipeline_name=c.pipeline_name,
         pipeline_root=pipeline_root,

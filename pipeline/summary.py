@@ -13,18 +13,28 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+from components.noise_aware_evaluator.executor import GATE_FILE
 from components.wafer_example_gen.executor import REPORT_FILE
 from data.program import PROGRAM_FILE, TestProgram
 from models import evaluation, operating_point
 from models.features import LABEL_KEY, PROBABILITY_KEY
+from models.training import BUDGET_FILE
 
 # Ground-truth columns of the synthetic data's labels sidecar (data/writers.py), read only here.
 ORACLE_KEY = "ft_fail_prob"
 OBSERVABLE_ORACLE_KEY = "ft_fail_prob_observable"
 
 _STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
-HEADLINE_METRICS = ("auc", "pr_auc", "precision", "recall", "calibration", "mean_label", "mean_prediction",
-                    "example_count")
+HEADLINE_METRICS = (
+    "auc",
+    "pr_auc",
+    "precision",
+    "recall",
+    "calibration",
+    "mean_label",
+    "mean_prediction",
+    "example_count",
+)
 
 
 def _latest(store, pipeline_name: str, node: str, type_name: str):
@@ -51,15 +61,22 @@ def _split_frame(examples_uri: str, split: str) -> tuple[pd.DataFrame, list[byte
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         raw = record.numpy()
         feature = tf.train.Example.FromString(raw).features.feature
-        rows.append((feature["lot_id"].bytes_list.value[0].decode(), feature["wafer_id"].bytes_list.value[0].decode(),
-                     feature["x"].int64_list.value[0], feature["y"].int64_list.value[0],
-                     feature[LABEL_KEY].int64_list.value[0]))
+        rows.append(
+            (
+                feature["lot_id"].bytes_list.value[0].decode(),
+                feature["wafer_id"].bytes_list.value[0].decode(),
+                feature["x"].int64_list.value[0],
+                feature["y"].int64_list.value[0],
+                feature[LABEL_KEY].int64_list.value[0],
+            )
+        )
         records.append(raw)
     return pd.DataFrame(rows, columns=["lot_id", "wafer_id", "x", "y", LABEL_KEY]), records
 
 
-def test_figures(examples_uri: str, model_dir: str | None, labels_glob: str | None, split: str = "test",
-                 n_boot: int = 300) -> dict | None:
+def test_figures(
+    examples_uri: str, model_dir: str | None, labels_glob: str | None, split: str = "test", n_boot: int = 300
+) -> dict | None:
     """The model's figures on the test split with 95% intervals from a bootstrap over lots
     (models/evaluation.py), its operating point there, and the ceilings of synthetic data.
 
@@ -74,8 +91,10 @@ def test_figures(examples_uri: str, model_dir: str | None, labels_glob: str | No
     if model_dir:
         loaded = tf.saved_model.load(model_dir)
         serve = loaded.signatures["serving_default"]
-        probabilities = [serve(examples=tf.constant(records[i : i + 4096]))[PROBABILITY_KEY].numpy().reshape(-1)
-                         for i in range(0, len(records), 4096)]
+        probabilities = [
+            serve(examples=tf.constant(records[i : i + 4096]))[PROBABILITY_KEY].numpy().reshape(-1)
+            for i in range(0, len(records), 4096)
+        ]
         frame["model"] = np.concatenate(probabilities)
         columns.append("model")
         op = operating_point.find(model_dir)
@@ -93,21 +112,30 @@ def test_figures(examples_uri: str, model_dir: str | None, labels_glob: str | No
                     frame = frame.drop(columns=[name])
     if not columns:
         return None
-    out = {"split": split, "dies": len(frame), "fails": int(frame[LABEL_KEY].sum()),
-           "lots": int(frame["lot_id"].nunique()), "bootstrap": n_boot,
-           "scores": evaluation.scores_table(frame, columns, n_boot)}
+    out = {
+        "split": split,
+        "dies": len(frame),
+        "fails": int(frame[LABEL_KEY].sum()),
+        "lots": int(frame["lot_id"].nunique()),
+        "bootstrap": n_boot,
+        "scores": evaluation.scores_table(frame, columns, n_boot),
+    }
     if op is not None:
         labels, scores = frame[LABEL_KEY].to_numpy(), frame["model"].to_numpy()
 
         def at_operating_point(sample: pd.DataFrame) -> dict[str, float]:
             y, p = sample[LABEL_KEY].to_numpy(), sample["model"].to_numpy()
             inked = op.ink(p)
-            return {"expected_cost": operating_point.expected_cost(y, p, op.threshold, op.escape_cost,
-                                                                   op.overkill_cost),
-                    "ink_rate": float(inked.mean()), "catch": float(inked[y == 1].mean()) if y.sum() else 0.0}
+            return {
+                "expected_cost": operating_point.expected_cost(y, p, op.threshold, op.escape_cost, op.overkill_cost),
+                "ink_rate": float(inked.mean()),
+                "catch": float(inked[y == 1].mean()) if y.sum() else 0.0,
+            }
 
-        out["operating_point"] = {**op.to_dict(), "on_test": evaluation.bootstrap_by_lot(frame, at_operating_point,
-                                                                                         n_boot)}
+        out["operating_point"] = {
+            **op.to_dict(),
+            "on_test": evaluation.bootstrap_by_lot(frame, at_operating_point, n_boot),
+        }
         out["calibration"] = float(scores.mean() / max(labels.mean(), 1e-12))
     return out
 
@@ -175,8 +203,9 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
         run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
         states = {}
         for execution in store.get_executions_by_context(run.id):
-            node = next((c.name for c in store.get_contexts_by_execution(execution.id)
-                         if c.type == "node"), str(execution.id))
+            node = next(
+                (c.name for c in store.get_contexts_by_execution(execution.id) if c.type == "node"), str(execution.id)
+            )
             states[node.split(".")[-1]] = _STATES.get(execution.last_known_state, "UNKNOWN").lower()
         summary["run"] = run.name
         summary["components"] = states
@@ -199,6 +228,14 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
     evaluation = _latest(store, pipeline_name, "Evaluator", "ModelEvaluation")
     if evaluation is not None:
         summary["metrics"] = overall_metrics(evaluation.uri)
+        gate_path = os.path.join(evaluation.uri, GATE_FILE)
+        if tf.io.gfile.exists(gate_path):
+            with tf.io.gfile.GFile(gate_path) as f:
+                summary["change_gate"] = json.load(f)
+    model_run = _latest(store, pipeline_name, "Trainer", "ModelRun")
+    if model_run is not None and tf.io.gfile.exists(os.path.join(model_run.uri, BUDGET_FILE)):
+        with tf.io.gfile.GFile(os.path.join(model_run.uri, BUDGET_FILE)) as f:
+            summary["training"] = json.load(f)
     blessing = _latest(store, pipeline_name, "Evaluator", "ModelBlessing")
     summary["blessed"] = bool(_custom(blessing, "blessed")) if blessing is not None else None
     pushed = _latest(store, pipeline_name, "Pusher", "PushedModel")
@@ -213,8 +250,10 @@ def format_summary(summary: dict) -> str:
     lines = [f"waferflow run summary ({summary.get('run', '?')})"]
     if "components" in summary:
         cached = sum(1 for s in summary["components"].values() if s == "cached")
-        lines.append(f"  components: {len(summary['components'])} ({cached} cache hits): "
-                     + ", ".join(f"{k}={v}" for k, v in sorted(summary["components"].items())))
+        lines.append(
+            f"  components: {len(summary['components'])} ({cached} cache hits): "
+            + ", ".join(f"{k}={v}" for k, v in sorted(summary["components"].items()))
+        )
     ingest = summary.get("ingest")
     if ingest:
         lines.append(
@@ -223,16 +262,20 @@ def format_summary(summary: dict) -> str:
             f"superseded retests {ingest['superseded_retests']}, quarantined files {ingest['files_quarantined']}"
         )
         if ingest.get("duplicate_labels"):
-            lines.append(f"  labels: {ingest['duplicate_labels']} duplicate sidecar rows (same lot, wafer, x, y); "
-                         "the last row of each die was used")
+            lines.append(
+                f"  labels: {ingest['duplicate_labels']} duplicate sidecar rows (same lot, wafer, x, y); "
+                "the last row of each die was used"
+            )
         if ingest.get("orphan_labels"):
             lines.append(f"  labels: {ingest['orphan_labels']} sidecar rows match no sort-passing die")
     program = summary.get("test_program")
     if program:
         lines.extend(format_program(program))
         if ingest.get("skipped_records"):
-            lines.append("  records read past (not used): "
-                         + ", ".join(f"{k}={v}" for k, v in sorted(ingest["skipped_records"].items())))
+            lines.append(
+                "  records read past (not used): "
+                + ", ".join(f"{k}={v}" for k, v in sorted(ingest["skipped_records"].items()))
+            )
     if "examples_per_split" in summary:
         lines.append("  examples per split: " + ", ".join(f"{k}={v}" for k, v in summary["examples_per_split"].items()))
     if "anomalies" in summary:
@@ -242,6 +285,21 @@ def format_summary(summary: dict) -> str:
         lines.append("  test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items()))
     if summary.get("test"):
         lines.extend(format_test(summary["test"]))
+    if summary.get("training"):
+        t = summary["training"]
+        lines.append(
+            f"  training: {t['train_examples']} dies ({t['train_positives']} fails), {t['steps_per_epoch']} steps per "
+            f"epoch (one pass), best epoch {t['best_epoch']} of {t['epochs_run']} run (at most {t['max_epochs']}), "
+            f"validation AUC {t['best_val_auc']:.3f}; calibration on {t['validation_examples']} validation dies: "
+            f"p = sigmoid({t['calibration']['scale']:.3f} * logit + {t['calibration']['bias']:.3f})"
+        )
+    if summary.get("change_gate"):
+        g = summary["change_gate"]
+        lines.append(
+            f"  change gate: candidate AUC {g['candidate_auc']:.4f} vs blessed {g['baseline_auc']:.4f}, difference "
+            f"{g['difference']:+.4f} [{g['lo']:+.4f}, {g['hi']:+.4f}] (paired bootstrap of the {g['resampled']}s; {g['lots']} test lots, {g['fails']} fails); "
+            f"drop tolerated {g['tolerance']:.4f} = min(cap {g['cap']:.3f}, {g['z']} x se {g['se']:.4f})"
+        )
     lines.append(f"  blessed: {summary.get('blessed')}")
     lines.append(f"  pushed model: {summary.get('pushed_model') or 'not pushed'}")
     return "\n".join(lines)
@@ -257,8 +315,11 @@ def format_program(program: dict) -> list[str]:
     ]
     grid = program.get("grid")
     if grid:
-        where = (f"WCR {grid['diameter_mm']:g} mm wafer, {grid['die_width_mm']:g} x {grid['die_height_mm']:g} mm dies"
-                 if grid.get("diameter_mm") else "no WCR: radius from the dies' extent")
+        where = (
+            f"WCR {grid['diameter_mm']:g} mm wafer, {grid['die_width_mm']:g} x {grid['die_height_mm']:g} mm dies"
+            if grid.get("diameter_mm")
+            else "no WCR: radius from the dies' extent"
+        )
         lines.append(f"    die grid x {grid['x_min']}..{grid['x_max']}, y {grid['y_min']}..{grid['y_max']} ({where})")
     for revision in program["revisions"]:
         name = " ".join(str(revision.get(k, "")) for k in ("PART_TYP", "JOB_NAM", "JOB_REV")).strip() or "unnamed"
@@ -281,12 +342,17 @@ def _interval(figure: dict, fmt: str = ".3f") -> str:
 
 def format_test(test: dict) -> list[str]:
     """The test-split table: AUC, PR-AUC, catch rates, each with its lot-bootstrap interval."""
-    lines = [f"  test split: {test['dies']} dies, {test['fails']} final-test fails, {test['lots']} lots; "
-             f"[95% interval, bootstrap over lots x{test['bootstrap']}]"]
+    lines = [
+        f"  test split: {test['dies']} dies, {test['fails']} final-test fails, {test['lots']} lots; "
+        f"[95% interval, bootstrap over lots x{test['bootstrap']}]"
+    ]
     for name, figures in test["scores"].items():
         cells = ", ".join(f"{k} {_interval(v)}" for k, v in figures.items())
-        label = {"model": "model", "ceiling": "ceiling (generator's true probability)",
-                 "observable ceiling": "observable ceiling (without its hidden per-die noise)"}.get(name, name)
+        label = {
+            "model": "model",
+            "ceiling": "ceiling (generator's true probability)",
+            "observable ceiling": "observable ceiling (without its hidden per-die noise)",
+        }.get(name, name)
         lines.append(f"    {label}: {cells}")
     op = test.get("operating_point")
     if op:

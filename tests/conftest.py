@@ -52,8 +52,13 @@ def served_model(small_dataset, tmp_path_factory):
     with open(os.path.join(small_dataset, "manifest.json")) as f:
         input_format = json.load(f).get("format", "parquet")
     config = RunConfig(
-        output_dir=str(tmp_path_factory.mktemp("served")), data_dir=small_dataset, input_format=input_format,
-        train_steps=200, epochs=2, enable_tuning=False, min_auc=0.0, tflite_int8=True,
+        output_dir=str(tmp_path_factory.mktemp("served")),
+        data_dir=small_dataset,
+        input_format=input_format,
+        epochs=8,
+        enable_tuning=False,
+        min_auc=0.0,
+        tflite_int8=True,
         direct_running_mode="in_memory",  # 5,000 dies: worker processes would cost more than they save
         direct_num_workers=1,  # examples written in the same order every run (see above)
     )

@@ -71,10 +71,29 @@ def test_mixed_precision_computes_low_precision_and_outputs_float32(policy):
         training.reset_policy()
 
 
-def test_class_weights_and_prior_shift_restore_calibration():
-    weights = training.class_weights(0.04)
-    assert weights[1] / weights[0] == pytest.approx(0.96 / 0.04)
-    # A model fitted with these weights predicts odds inflated by w1/w0; the shift removes it.
-    true_p = 0.04
-    weighted_logit = np.log(true_p / (1 - true_p)) + np.log(weights[1] / weights[0])
-    assert 1 / (1 + np.exp(-(weighted_logit - training.prior_shift(weights)))) == pytest.approx(true_p)
+def test_an_epoch_is_one_pass_so_steps_follow_the_example_count():
+    assert training.steps_per_epoch(256, 256) == 1
+    assert training.steps_per_epoch(257, 256) == 2
+    # Ten times the dies, ten times the steps per epoch.
+    assert training.steps_per_epoch(256_000, 256) == 10 * training.steps_per_epoch(25_600, 256) == 1000
+    with pytest.raises(ValueError):
+        training.steps_per_epoch(0, 256)
+
+
+def test_platt_calibration_recovers_a_known_scale_and_bias():
+    """Labels drawn from sigmoid(2 * z - 3): the fit on 200,000 seeded draws recovers 2 and -3.
+
+    The bound 0.05 is about five standard errors of either coefficient at this size."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=200_000)
+    labels = rng.random(200_000) < 1 / (1 + np.exp(-(2 * logits - 3)))
+    calibration = training.fit_calibration(labels.astype(int), logits)
+    assert calibration.scale == pytest.approx(2.0, abs=0.05)
+    assert calibration.bias == pytest.approx(-3.0, abs=0.05)
+    # Calibrated: the mean probability equals the observed rate (a property of the logistic fit).
+    assert calibration.apply(logits).mean() == pytest.approx(labels.mean(), rel=1e-3)
+
+
+def test_calibration_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        training.fit_calibration(np.zeros(10, int), np.arange(10.0))

@@ -38,8 +38,15 @@ def _opt(lo, hi) -> int:
     return rec.OPT_RESERVED | (rec.OPT_NO_LO_LIMIT if lo is None else 0) | (rec.OPT_NO_HI_LIMIT if hi is None else 0)
 
 
-def write_wafer(path: str, lot: str, wafer: str, start: int, rng: np.random.Generator,
-                extra_test: bool = False, drop: int | None = None) -> pd.DataFrame:
+def write_wafer(
+    path: str,
+    lot: str,
+    wafer: str,
+    start: int,
+    rng: np.random.Generator,
+    extra_test: bool = False,
+    drop: int | None = None,
+) -> pd.DataFrame:
     """One wafer file; returns the dies that passed (x, y, values) for the label model."""
     xs, ys = np.meshgrid(np.arange(-6, 7), np.arange(-6, 7))
     on = xs**2 + ys**2 <= 36
@@ -69,8 +76,17 @@ def write_wafer(path: str, lot: str, wafer: str, start: int, rng: np.random.Gene
             f.ptr(999, 1.0, f.defaults("NEW_TRIM", rec.OPT_RESERVED) if 999 not in first else b"", site=site)
             first.add(999)
         if MPR_NUMBER not in first:
-            f.mpr(MPR_NUMBER, list(pins[i]), pins=MPR_PINS, text="CONT", opt=_opt(-0.9, -0.2), lo=-0.9, hi=-0.2,
-                  units="V", site=site)
+            f.mpr(
+                MPR_NUMBER,
+                list(pins[i]),
+                pins=MPR_PINS,
+                text="CONT",
+                opt=_opt(-0.9, -0.2),
+                lo=-0.9,
+                hi=-0.2,
+                units="V",
+                site=site,
+            )
             first.add(MPR_NUMBER)
         else:
             f.mpr(MPR_NUMBER, list(pins[i]), site=site)
@@ -112,8 +128,14 @@ def foreign_dataset(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def foreign_run(foreign_dataset, tmp_path_factory):
     config = RunConfig(
-        output_dir=str(tmp_path_factory.mktemp("run")), data_dir=foreign_dataset, train_steps=120, epochs=2,
-        enable_tuning=False, min_auc=0.0, export_tflite=False, export_onnx=False, direct_running_mode="in_memory",
+        output_dir=str(tmp_path_factory.mktemp("run")),
+        data_dir=foreign_dataset,
+        epochs=4,
+        enable_tuning=False,
+        min_auc=0.0,
+        export_tflite=False,
+        export_onnx=False,
+        direct_running_mode="in_memory",
     )
     return config, local_runner.run(config)
 

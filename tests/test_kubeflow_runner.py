@@ -55,8 +55,8 @@ def package(tmp_path_factory) -> str:
             PIPELINE_ROOT,
             "--data-root",
             DATA_ROOT,
-            "--train-steps",
-            "777",
+            "--epochs",
+            "77",
         ]
     )
     assert path == output
@@ -123,7 +123,7 @@ def test_data_root_is_a_runtime_parameter_and_pipeline_root_a_run_default(spec):
 
 def test_pipeline_flags_reach_the_components(spec):
     trainer = spec.root.dag.tasks["Trainer"].inputs.parameters
-    assert json.loads(trainer["train_args"].runtime_value.constant.string_value)["num_steps"] == 777
+    assert json.loads(trainer["custom_config"].runtime_value.constant.string_value)["epochs"] == 77
     pusher = spec.root.dag.tasks["Pusher"].inputs.parameters
     destination = json.loads(pusher["push_destination"].runtime_value.constant.string_value)
     assert destination["filesystem"]["base_directory"] == f"{PIPELINE_ROOT}/serving_model/waferflow"

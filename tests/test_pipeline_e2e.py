@@ -21,15 +21,31 @@ from pipeline.config import RunConfig
 
 pytestmark = pytest.mark.e2e
 
-NODES = ("WaferExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "TransformConfig", "Transform",
-         "Tuner", "Trainer",
-         "latest_blessed_model_resolver", "Evaluator", "Pusher", "TFLiteExporter", "OnnxExporter")
+NODES = (
+    "WaferExampleGen",
+    "StatisticsGen",
+    "SchemaGen",
+    "ExampleValidator",
+    "TransformConfig",
+    "Transform",
+    "Tuner",
+    "Trainer",
+    "latest_blessed_model_resolver",
+    "Evaluator",
+    "Pusher",
+    "TFLiteExporter",
+    "OnnxExporter",
+)
 
 
 def small_run(output_dir: str, data_dir: str, **overrides) -> RunConfig:
     return RunConfig(
-        output_dir=output_dir, data_dir=data_dir, train_steps=300, epochs=3,
-        tuner_trials=2, tuner_steps=30, tuner_epochs=1, **overrides,
+        output_dir=output_dir,
+        data_dir=data_dir,
+        epochs=12,
+        tuner_trials=2,
+        tuner_epochs=1,
+        **overrides,
     )
 
 
@@ -77,6 +93,19 @@ def test_ingest_accounting_and_lot_split(first_run):
     assert test["dies"] == summary["examples_per_split"]["test"]
     op = test["operating_point"]
     assert op["split"] == "validation" and 0.0 <= op["threshold"] <= 1.0
+    # The training budget follows the data: an epoch is one pass over the training split.
+    training = summary["training"]
+    assert training["train_examples"] == summary["examples_per_split"]["train"]
+    assert training["steps_per_epoch"] == -(-training["train_examples"] // training["batch_size"])
+    assert 1 <= training["best_epoch"] <= training["epochs_run"] <= config.epochs
+    # Calibrated on validation: there the mean prediction equals the fail rate (the logistic fit's
+    # own property); on the test lot it is within [0.5, 2]. Why that band: lots of this generator
+    # fail at 0.5x to 1.5x the average rate (a default run's 7 test lots: 1.7% to 5.0% around
+    # 3.4%), and here both the calibrating split and the test split are one lot each, so a
+    # calibrated model can still be off by the ratio of two lots' rates; a model that is not
+    # calibrated is far outside (the class-weighting correction this replaced read 0.11 here).
+    assert training["validation_mean_prediction_over_mean_label"] == pytest.approx(1.0, abs=0.01)
+    assert 0.5 <= test["calibration"] <= 2.0
     # The run summary shows the program the ingest learned: the generator's 52 tests, bin 1 good.
     program = summary["test_program"]
     assert program["tests"] == 52 and program["good_hard_bins"] == [1] and program["changes"] == []
@@ -134,6 +163,13 @@ def test_a_worse_model_than_the_blessed_one_is_not_blessed_or_pushed(first_run, 
     assert summary["blessed"] is False
     assert summary["pushed_model"] is None
     assert os.listdir(config.serving_model_dir) == [os.path.basename(first["pushed_model"])]
+    # The gate compared both models on the same test dies, paired, and sized its tolerance to that
+    # noise, never above the configured cap; the drop is beyond it.
+    gate = summary["change_gate"]
+    assert gate["dies"] == summary["examples_per_split"]["test"]
+    assert gate["candidate_auc"] == pytest.approx(summary["metrics"]["auc"], abs=0.01)
+    assert 0.0 <= gate["tolerance"] <= config.max_auc_drop
+    assert gate["difference"] < -gate["tolerance"] and not gate["blessable"]
 
 
 def _shuffle_labels(data) -> None:
@@ -176,8 +212,15 @@ def test_second_product_runs_through_the_same_pipeline(tmp_path):
 
     data = str(tmp_path / "mx3a")
     manifest = write_dataset(GeneratorConfig(product="MX3A", lots=4, wafers_per_lot=2, seed=1), data, "stdf")
-    config = small_run(str(tmp_path / "run"), data, enable_tuning=False, export_tflite=False, export_onnx=False,
-                       min_auc=0.0, direct_running_mode="in_memory")
+    config = small_run(
+        str(tmp_path / "run"),
+        data,
+        enable_tuning=False,
+        export_tflite=False,
+        export_onnx=False,
+        min_auc=0.0,
+        direct_running_mode="in_memory",
+    )
     summary = local_runner.run(config)
     assert summary["blessed"] is True and summary["pushed_model"]
     program = summary["test_program"]
