@@ -297,7 +297,8 @@ def format_summary(summary: dict) -> str:
         g = summary["change_gate"]
         lines.append(
             f"  change gate: candidate AUC {g['candidate_auc']:.4f} vs blessed {g['baseline_auc']:.4f}, difference "
-            f"{g['difference']:+.4f} [{g['lo']:+.4f}, {g['hi']:+.4f}] (paired bootstrap of the {g['resampled']}s; {g['lots']} test lots, {g['fails']} fails); "
+            f"{g['difference']:+.4f} [{g['lo']:+.4f}, {g['hi']:+.4f}] (paired bootstrap of the {g['resampled']}s; "
+            f"{g['lots']} test lots, {g['fails']} fails); "
             f"drop tolerated {g['tolerance']:.4f} = min(cap {g['cap']:.3f}, {g['z']} x se {g['se']:.4f})"
         )
     lines.append(f"  blessed: {summary.get('blessed')}")
