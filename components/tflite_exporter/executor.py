@@ -8,7 +8,7 @@
 
 Both files take the dense input of models/dense_signature.py (`dies`: float32 [batch, n_columns] raw
 features, NaN for an unmeasured test) and return `ft_fail_probability` [batch, 1]: the Transform
-and the prior shift are inside the graph.
+and the calibration are inside the graph.
 """
 
 from __future__ import annotations
