@@ -9,10 +9,10 @@ test split (the lots the ingest held out; neither the Tuner, early stopping, cal
 ink threshold saw them) with:
 
 - `model`: the pushed model, through `serving_default` on the serialized examples;
-- `hist_gbm`: scikit-learn HistGradientBoostingClassifier, defaults (its own early stopping on 10%
-  of what it is given), fitted on the train split's raw model inputs (the dense serving columns:
-  every test, context, screen, coordinate, head and site; NaN where not measured);
-- `logistic`: logistic regression on the same inputs (median-imputed, standardised);
+- `hist_gbm`, `logistic` (models/comparison.py): scikit-learn HistGradientBoostingClassifier with
+  its defaults (its own early stopping on 10% of what it is given) and logistic regression
+  (median-imputed, standardised), fitted on the train split's raw model inputs (the dense serving
+  columns: every test, context, screen, coordinate, head and site; NaN where not measured);
 - each screen alone (data/screens.py: DPAT tests outside, DPAT largest |z|, NNR, GDBN 3x3 and
   weighted 5x5, ZPAT) and `screens_any`: the fab's combination, ink when any screen fires, each
   screen's threshold at the same quantile so that the union inks the budget;
@@ -36,23 +36,17 @@ import time
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from data.screens import SCREEN_FEATURES
 from data.synthetic import GeneratorConfig
 from data.writers import write_dataset
-from models import dense_signature, evaluation
+from models import comparison, dense_signature, evaluation
 from models.features import LABEL_KEY, PROBABILITY_KEY
 from pipeline import local_runner
 from pipeline.config import RunConfig
 from pipeline.summary import OBSERVABLE_ORACLE_KEY, ORACLE_KEY, _split_frame
 
-BASELINES = ("hist_gbm", "logistic")
-SCREENS = tuple(SCREEN_FEATURES)
+BASELINES = comparison.REFERENCE_MODELS
+SCREENS = comparison.SCREENS
 KEYS = ["lot_id", "wafer_id", "x", "y"]
 
 
@@ -66,13 +60,6 @@ def split_matrix(uri: str, split: str, columns) -> tuple[pd.DataFrame, list[byte
     return frame, records, dense_signature.dense_matrix_from_examples(records, columns)
 
 
-def screens_any(frame: pd.DataFrame) -> np.ndarray:
-    """Ink when any screen fires, every screen at the same quantile of its own score: a die's
-    combined score is its highest per-screen percentile rank (ties share the rank; NaN = lowest)."""
-    ranks = pd.DataFrame({s: frame[s].rank(pct=True, method="max").fillna(0.0) for s in SCREENS})
-    return ranks.max(axis=1).to_numpy()
-
-
 def score_seed(args, seed: int) -> pd.DataFrame:
     """Generate, run the pipeline, score the test split with every contender."""
     root = os.path.join(args.out, f"seed{seed}")
@@ -83,7 +70,9 @@ def score_seed(args, seed: int) -> pd.DataFrame:
             data_dir,
             fmt="stdf",
         )
-    config = RunConfig(output_dir=root, data_dir=data_dir, seed=seed, export_tflite=False, export_onnx=False)
+    config = RunConfig(
+        output_dir=root, data_dir=data_dir, seed=seed, export_tflite=False, export_onnx=False, report=False
+    )
     started = time.time()
     summary = local_runner.run(config)
     print(f"seed {seed}: pipeline {time.time() - started:.0f} s, blessed={summary['blessed']}", flush=True)
@@ -102,15 +91,11 @@ def score_seed(args, seed: int) -> pd.DataFrame:
         ]
     )
     y_train = train[LABEL_KEY].to_numpy()
-    gbm = HistGradientBoostingClassifier(random_state=seed).fit(x_train, y_train)
-    test["hist_gbm"] = gbm.predict_proba(x_test)[:, 1]
-    logistic = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=2000)).fit(
-        x_train, y_train
-    )
-    test["logistic"] = logistic.predict_proba(x_test)[:, 1]
-    for screen in SCREENS:
-        test[screen] = x_test[:, columns.index(screen)]
-    test["screens_any"] = screens_any(test)
+    for name, scores in {
+        **comparison.reference_scores(x_train, y_train, x_test, seed),
+        **comparison.screen_scores(x_test, columns),
+    }.items():
+        test[name] = scores
     truth = pd.concat([pd.read_parquet(f) for f in glob.glob(os.path.join(data_dir, "labels", "*.parquet"))])
     truth = truth.astype({"x": "int64", "y": "int64"}).drop_duplicates(KEYS, keep="last")
     test = test.merge(

@@ -62,6 +62,8 @@ class RunConfig:
     export_tflite: bool = True
     tflite_int8: bool = False  # also an int8 post-training-quantized TF Lite model
     export_onnx: bool = True
+    # The run report (components/wafer_report): wafer maps, bins, yield, sites, the model, data health.
+    report: bool = True
     # Beam: a profile from pipeline/beam_args.py (direct | dataflow | flink | spark), the direct
     # runner's mode and workers, plus any extra arguments passed through verbatim (they win).
     # multi_processing: one SDK worker process per core, each bootstrapped by

@@ -16,6 +16,7 @@ from components.onnx_exporter.component import OnnxExporter
 from components.tflite_exporter.component import TFLiteExporter
 from components.transform_config.component import TransformConfig
 from components.wafer_example_gen.component import WaferExampleGen
+from components.wafer_report.component import WaferReport
 from models import features
 from pipeline.beam_args import with_worker_setup
 from pipeline.config import RunConfig
@@ -210,21 +211,38 @@ def create_pipeline(
     )
     components += [trainer, model_resolver, evaluator, pusher]
     # Side exports of the blessed model; like the Pusher, each exports nothing unless it is blessed.
+    exports = {}
     if c.export_tflite:
-        components.append(
-            TFLiteExporter(
-                model=trainer.outputs["model"],
-                model_blessing=evaluator.outputs["blessing"],
-                examples=example_gen.outputs["examples"],
-                quantize_int8=c.tflite_int8,
-            )
+        exports["tflite_model"] = TFLiteExporter(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            examples=example_gen.outputs["examples"],
+            quantize_int8=c.tflite_int8,
         )
     if c.export_onnx:
+        exports["onnx_model"] = OnnxExporter(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            examples=example_gen.outputs["examples"],
+        )
+    components += list(exports.values())
+    # Last: the run report, which says where the model went (components/wafer_report).
+    if c.report:
         components.append(
-            OnnxExporter(
-                model=trainer.outputs["model"],
-                model_blessing=evaluator.outputs["blessing"],
+            WaferReport(
                 examples=example_gen.outputs["examples"],
+                model=trainer.outputs["model"],
+                model_run=trainer.outputs["model_run"],
+                evaluation=evaluator.outputs["evaluation"],
+                model_blessing=evaluator.outputs["blessing"],
+                anomalies=example_validator.outputs["anomalies"],
+                pushed_model=pusher.outputs["pushed_model"],
+                input_base=data_root,
+                input_pattern=c.file_pattern,
+                input_format=c.input_format,
+                pipeline_name=c.pipeline_name,
+                seed=c.seed,
+                **{key: component.outputs[key] for key, component in exports.items()},
             )
         )
     return tfx.dsl.Pipeline(

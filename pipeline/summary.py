@@ -20,6 +20,8 @@ from models import evaluation, operating_point
 from models.features import LABEL_KEY, PROBABILITY_KEY
 from models.training import BUDGET_FILE
 
+REPORT_HTML = "report.html"  # the WaferReport component's page (components/wafer_report)
+
 # Ground-truth columns of the synthetic data's labels sidecar (data/writers.py), read only here.
 ORACLE_KEY = "ft_fail_prob"
 OBSERVABLE_ORACLE_KEY = "ft_fail_prob_observable"
@@ -238,6 +240,9 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
             summary["training"] = json.load(f)
     blessing = _latest(store, pipeline_name, "Evaluator", "ModelBlessing")
     summary["blessed"] = bool(_custom(blessing, "blessed")) if blessing is not None else None
+    report = _latest(store, pipeline_name, "WaferReport", "waferflow.WaferReport")
+    if report is not None and tf.io.gfile.exists(os.path.join(report.uri, REPORT_HTML)):
+        summary["report"] = os.path.join(report.uri, REPORT_HTML)
     pushed = _latest(store, pipeline_name, "Pusher", "PushedModel")
     if pushed is not None and _custom(pushed, "pushed"):
         summary["pushed_model"] = _custom(pushed, "pushed_destination")
@@ -303,6 +308,8 @@ def format_summary(summary: dict) -> str:
         )
     lines.append(f"  blessed: {summary.get('blessed')}")
     lines.append(f"  pushed model: {summary.get('pushed_model') or 'not pushed'}")
+    if summary.get("report"):
+        lines.append(f"  report: {summary['report']}")
     return "\n".join(lines)
 
 

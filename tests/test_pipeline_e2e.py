@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -13,10 +15,11 @@ import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from PIL import Image
 
 from components.model_export import EXPORTED_PROPERTY
 from models import features
-from pipeline import local_runner
+from pipeline import local_runner, predict
 from pipeline.config import RunConfig
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +38,7 @@ NODES = (
     "Pusher",
     "TFLiteExporter",
     "OnnxExporter",
+    "WaferReport",
 )
 
 
@@ -185,7 +189,7 @@ def test_model_trained_on_shuffled_labels_is_not_blessed_or_pushed(small_stdf_da
     data = tmp_path / "shuffled"
     shutil.copytree(small_stdf_dataset, data)
     _shuffle_labels(data)
-    config = small_run(str(tmp_path / "run"), str(data), enable_tuning=False)
+    config = small_run(str(tmp_path / "run"), str(data), enable_tuning=False, report=False)
     summary = local_runner.run(config)
     assert summary["metrics"]["auc"] < 0.6
     assert summary["blessed"] is False
@@ -236,3 +240,77 @@ def test_second_product_runs_through_the_same_pipeline(tmp_path):
     predictions = predict.score(predict.read_dies(files, "stdf"), scorer)
     assert len(predictions) > 0 and predictions["probability"].between(0, 1).all()
     assert predictions.attrs["unknown_tests"] == [] and predictions.attrs["missing_tests"] == []
+
+
+# The run report (components/wafer_report) of the first run.
+SECTIONS = ("run", "wafer-maps", "lot-maps", "bins", "yield", "sites", "model", "drivers", "health")
+
+
+def _report(summary) -> dict:
+    with open(os.path.join(os.path.dirname(summary["report"]), "report.json")) as f:
+        return json.load(f)
+
+
+def test_report_has_every_section(first_run):
+    _, summary = first_run
+    with open(summary["report"]) as f:
+        html = f.read()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in html, section
+    assert "http://" not in html and "https://" not in html  # self-contained: opens with no network
+    assert html.count("data:image/png;base64,") > 10
+
+
+def test_report_numbers_are_the_evaluators_and_the_summarys(first_run):
+    _, summary = first_run
+    context = _report(summary)
+    assert context["run"]["tfma_metrics"] == pytest.approx(summary["metrics"])
+    assert context["run"]["blessed"] == summary["blessed"]
+    assert context["run"]["pushed_model"] == summary["pushed_model"]
+    assert context["test_split"]["dies"] == summary["examples_per_split"]["test"]
+    # The same lot bootstrap (seed, size) as the summary's test figures: the same intervals.
+    for metric, figure in summary["test"]["scores"]["model"].items():
+        assert context["model"]["comparison"]["model"][metric] == pytest.approx(figure), metric
+    assert context["model"]["calibration_ratio"] == pytest.approx(summary["test"]["calibration"])
+
+
+def test_report_wafer_maps_have_as_many_dies_as_their_wafers(first_run, small_stdf_dataset):
+    config, summary = first_run
+    context = _report(summary)
+    files = glob.glob(os.path.join(small_stdf_dataset, config.file_pattern))
+    lots = {w["lot_id"] for w in context["wafers"]}
+    read = {w.wafer_id: len(w.dies) for w in predict.read_wafers(files, "stdf") if w.lot_id in lots}
+    assert {w["wafer_id"]: w["dies"] for w in context["wafers"]} == read
+    assert all(w["grid_dies"] == w["dies"] for w in context["wafers"])
+    assert len(context["stacked"]) == len(lots)
+
+
+def test_report_renders_in_headless_chromium(first_run, tmp_path):
+    """Chromium from the Debian packages (`.ci/run` installs it): a missing browser fails this test."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "chromium is not installed: apt-get install chromium (see README, Tests)"
+    _, summary = first_run
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1400,1600",
+            f"file://{summary['report']}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (1600, 1400)
+    # Not blank and not an error page: headings, tables and wafer maps cover a good part of the
+    # first screen (about 20% measured; a blank page or Chromium's error page is under 2%), in
+    # many colours (the maps' bins and risk scale).
+    not_white = (pixels < 240).any(axis=2).mean()
+    assert not_white > 0.08
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100
