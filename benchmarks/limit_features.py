@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     scored = {}
     for arm, with_limits in (("with limits", True), ("without limits", False)):
         config = RunConfig(output_dir=os.path.join(args.out, "with" if with_limits else "without"), data_dir=data,
-                           seed=args.seed, enable_tuning=False, export_tflite=False, export_onnx=False, min_auc=0.0,
-                           limit_features=with_limits)
+                           seed=args.seed, report=False, enable_tuning=False, export_tflite=False, export_onnx=False,
+                           min_auc=0.0, limit_features=with_limits)
         summary = local_runner.run(config)
         lots = sorted(test_lots(config))
         files = [f for lot in lots for f in glob.glob(os.path.join(data, "wafers", lot, "*.stdf*"))]

@@ -125,6 +125,7 @@ def train_small(workdir: str) -> tuple[str, str]:
 
     config = RunConfig(
         output_dir=workdir,
+        report=False,
         lots=4,
         wafers_per_lot=2,
         input_format="parquet",

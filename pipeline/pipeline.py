@@ -226,8 +226,24 @@ def create_pipeline(
             examples=example_gen.outputs["examples"],
         )
     components += list(exports.values())
-    # Last: the run report, which says where the model went (components/wafer_report).
+    # Last: the run report, which says where the model went (components/wafer_report). Drift needs
+    # the previous run's statistics: a local run's report finds them in MLMD itself (by the SQLite
+    # path); on Kubeflow a LatestArtifactStrategy resolver, which KFP resolves before the run starts,
+    # brings them.
     if c.report:
+        sqlite = metadata_connection_config.sqlite.filename_uri if metadata_connection_config else ""
+        previous_statistics = None
+        if baseline_strategy == "latest_blessed":
+            previous_statistics = tfx.dsl.Resolver(
+                strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+                # StatisticsGen's own output only: the Transform writes ExampleStatistics too.
+                statistics=tfx.dsl.Channel(
+                    type=tfx.types.standard_artifacts.ExampleStatistics,
+                    producer_component_id=statistics_gen.id,
+                    output_key="statistics",
+                ),
+            ).with_id("previous_statistics_resolver")
+            components.append(previous_statistics)
         components.append(
             WaferReport(
                 examples=example_gen.outputs["examples"],
@@ -242,6 +258,10 @@ def create_pipeline(
                 input_format=c.input_format,
                 pipeline_name=c.pipeline_name,
                 seed=c.seed,
+                statistics=statistics_gen.outputs["statistics"],
+                baseline_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
+                schema=schema_gen.outputs["schema"],
+                metadata_path=sqlite,
                 **{key: component.outputs[key] for key, component in exports.items()},
             )
         )

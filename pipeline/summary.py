@@ -187,7 +187,7 @@ def overall_metrics(evaluation_uri: str) -> dict[str, float]:
             for name, value in values.items():
                 short = name.split("@")[0].lower()
                 if "doubleValue" in value:
-                    flat[short] = value["doubleValue"]
+                    flat[short] = float(value["doubleValue"])  # JSON writes NaN as "NaN"
             return {k: flat[k] for k in HEADLINE_METRICS if k in flat}
     return {}
 

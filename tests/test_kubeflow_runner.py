@@ -25,6 +25,7 @@ TFX_ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubef
 # Task -> the tasks it waits for. The baseline resolver becomes two KFP resolver tasks.
 BLESSING_RESOLVER = "latest_blessed_model_resolver-model-blessing-resolver"
 MODEL_RESOLVER = "latest_blessed_model_resolver-model-resolver"
+STATISTICS_RESOLVER = "previous_statistics_resolver"
 EXPECTED_DEPENDENCIES = {
     "WaferExampleGen": set(),
     "StatisticsGen": {"WaferExampleGen"},
@@ -108,7 +109,18 @@ def test_every_container_runs_the_pipeline_image_with_the_tfx_entrypoint(spec):
     assert {label for label, e in executors.items() if "resolver" in e} == {
         f"{BLESSING_RESOLVER}_executor",
         f"{MODEL_RESOLVER}_executor",
+        f"{STATISTICS_RESOLVER}_executor",
     }
+    report = containers["WaferReport_executor"]["args"]
+    assert report[report.index("--executor_class_path") + 1] == "components.wafer_report.executor.Executor"
+
+
+def test_the_report_gets_the_previous_runs_statistics_from_a_resolver(spec):
+    """KFP resolves LatestArtifactStrategy before the run starts: the newest StatisticsGen output
+    then is the previous run's, which the report compares this run's data with."""
+    report = spec.root.dag.tasks["WaferReport"].inputs.artifacts
+    assert report["baseline_statistics"].task_output_artifact.producer_task == STATISTICS_RESOLVER
+    assert report["statistics"].task_output_artifact.producer_task == "StatisticsGen"
 
 
 def test_data_root_is_a_runtime_parameter_and_pipeline_root_a_run_default(spec):

@@ -70,7 +70,7 @@ def test_every_component_ran_and_left_artifacts(first_run):
     assert summary["components"] == {node: "complete" for node in NODES}
     store = _store(config)
     for node in NODES:
-        if node == "latest_blessed_model_resolver":
+        if node.endswith("_resolver"):
             continue
         context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{node}")
         artifacts = store.get_artifacts_by_context(context.id)
@@ -147,8 +147,8 @@ def test_model_is_blessed_pushed_and_serves_serialized_examples(first_run, small
 def test_second_run_is_all_cache_hits(first_run):
     config, first = first_run
     second = local_runner.run(config)
-    assert {k: v for k, v in second["components"].items() if k != "latest_blessed_model_resolver"} == {
-        node: "cached" for node in NODES if node != "latest_blessed_model_resolver"
+    assert {k: v for k, v in second["components"].items() if not k.endswith("_resolver")} == {
+        node: "cached" for node in NODES if not node.endswith("_resolver")
     }
     assert second["pushed_model"] == first["pushed_model"]
     assert len(os.listdir(config.serving_model_dir)) == 1
@@ -174,6 +174,10 @@ def test_a_worse_model_than_the_blessed_one_is_not_blessed_or_pushed(first_run, 
     assert gate["candidate_auc"] == pytest.approx(summary["metrics"]["auc"], abs=0.01)
     assert 0.0 <= gate["tolerance"] <= config.max_auc_drop
     assert gate["difference"] < -gate["tolerance"] and not gate["blessable"]
+    # Its report compares its data with the first run's (drift) and lists this run's components.
+    report = _report(summary)
+    assert report["run"]["drift"]["state"] == "compared" and report["run"]["drift"]["features"] > 50
+    assert {c["node"] for c in report["run"]["components"]} >= {"Trainer", "Evaluator", "Pusher"}
 
 
 def _shuffle_labels(data) -> None:
@@ -253,6 +257,10 @@ def _report(summary) -> dict:
 
 def test_report_has_every_section(first_run):
     _, summary = first_run
+    context = _report(summary)
+    assert context["run"]["drift"]["state"] == "no previous run"  # the first run of its pipeline
+    states = {c["node"]: c["state"] for c in context["run"]["components"]}
+    assert states["Trainer"] == "complete" and states["Evaluator"] == "complete"
     with open(summary["report"]) as f:
         html = f.read()
     for section in SECTIONS:
@@ -264,7 +272,7 @@ def test_report_has_every_section(first_run):
 def test_report_numbers_are_the_evaluators_and_the_summarys(first_run):
     _, summary = first_run
     context = _report(summary)
-    assert context["run"]["tfma_metrics"] == pytest.approx(summary["metrics"])
+    assert context["run"]["tfma_metrics"] == pytest.approx(summary["metrics"], nan_ok=True)
     assert context["run"]["blessed"] == summary["blessed"]
     assert context["run"]["pushed_model"] == summary["pushed_model"]
     assert context["test_split"]["dies"] == summary["examples_per_split"]["test"]

@@ -11,15 +11,17 @@ from data import yield_views
 
 def _dies() -> pd.DataFrame:
     # 10 dies on one wafer: bins 1 (good) x6, 5 x3, 7 x1; two sites.
-    return pd.DataFrame({
-        "lot_id": ["L1"] * 10,
-        "wafer_id": ["W1"] * 10,
-        "head": [1] * 10,
-        "site": [0, 1] * 5,
-        "hard_bin": [1, 5, 1, 5, 1, 5, 1, 7, 1, 1],
-        "soft_bin": [1, 50, 1, 51, 1, 50, 1, 70, 1, 1],
-        "sort_pass": [True, False, True, False, True, False, True, False, True, True],
-    })
+    return pd.DataFrame(
+        {
+            "lot_id": ["L1"] * 10,
+            "wafer_id": ["W1"] * 10,
+            "head": [1] * 10,
+            "site": [0, 1] * 5,
+            "hard_bin": [1, 5, 1, 5, 1, 5, 1, 7, 1, 1],
+            "soft_bin": [1, 50, 1, 51, 1, 50, 1, 70, 1, 1],
+            "sort_pass": [True, False, True, False, True, False, True, False, True, True],
+        }
+    )
 
 
 def test_bin_pareto_counts_fails_largest_first():

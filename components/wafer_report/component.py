@@ -4,8 +4,10 @@ Runs last (after the Pusher and the exporters, so it can say where the model wen
 every other component, and on Kubeflow is one more container task. Inputs: the ExampleGen's
 examples (the test split and the learned program), the Trainer's model and model_run, the
 Evaluator's evaluation and blessing, the ExampleValidator's anomalies, the Pusher's pushed model,
-the TF Lite and ONNX exports (optional). Parameters: where the tester files are (the ExampleGen's
-own input_base, pattern and format: the bins of sort fails are only in the files). Output: a
+the TF Lite and ONNX exports, this run's and the previous run's statistics with the schema (for
+drift; all optional). Parameters: where the tester files are (the ExampleGen's
+own input_base, pattern and format: the bins of sort fails are only in the files) and, on local
+runs, the SQLite MLMD path (each component's time and cache hit). Output: a
 `WaferReport` artifact holding report.html and report.json.
 """
 
@@ -34,6 +36,7 @@ class WaferReportSpec(ComponentSpec):
         ex.INPUT_FORMAT_KEY: ExecutionParameter(type=str),
         ex.PIPELINE_NAME_KEY: ExecutionParameter(type=str),
         ex.SEED_KEY: ExecutionParameter(type=int),
+        ex.METADATA_PATH_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         ex.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -45,6 +48,9 @@ class WaferReportSpec(ComponentSpec):
         ex.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel, optional=True),
         ex.TFLITE_KEY: ChannelParameter(type=TFLiteModel, optional=True),
         ex.ONNX_KEY: ChannelParameter(type=ONNXModel, optional=True),
+        ex.STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
+        ex.BASELINE_STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
+        ex.SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
     }
     OUTPUTS = {ex.REPORT_KEY: ChannelParameter(type=WaferReportArtifact)}
 
@@ -70,7 +76,11 @@ class WaferReport(base_component.BaseComponent):
         pushed_model: types.BaseChannel | None = None,
         tflite_model: types.BaseChannel | None = None,
         onnx_model: types.BaseChannel | None = None,
+        statistics: types.BaseChannel | None = None,
+        baseline_statistics: types.BaseChannel | None = None,
+        schema: types.BaseChannel | None = None,
         seed: int = 0,
+        metadata_path: str = "",
     ):
         spec = WaferReportSpec(
             examples=examples,
@@ -82,11 +92,15 @@ class WaferReport(base_component.BaseComponent):
             pushed_model=pushed_model,
             tflite_model=tflite_model,
             onnx_model=onnx_model,
+            statistics=statistics,
+            baseline_statistics=baseline_statistics,
+            schema=schema,
             report=types.Channel(type=WaferReportArtifact),
             input_base=input_base,
             input_pattern=input_pattern,
             input_format=input_format,
             pipeline_name=pipeline_name,
             seed=seed,
+            metadata_path=metadata_path,
         )
         super().__init__(spec=spec)

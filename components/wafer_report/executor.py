@@ -21,7 +21,7 @@ from components.model_export import EXPORTED_PROPERTY, saved_model_dir
 from components.model_export import REPORT_FILE as EXPORT_REPORT_FILE
 from components.noise_aware_evaluator.executor import GATE_FILE
 from components.wafer_example_gen.executor import REPORT_FILE as INGEST_REPORT_FILE
-from components.wafer_report import report
+from components.wafer_report import health, report
 from data.program import PROGRAM_FILE, TestProgram
 from models import dense_signature, operating_point
 from models.features import PROBABILITY_KEY
@@ -32,9 +32,11 @@ from pipeline import predict, summary
 EXAMPLES_KEY, MODEL_KEY, EVALUATION_KEY, BLESSING_KEY = "examples", "model", "evaluation", "model_blessing"
 ANOMALIES_KEY, MODEL_RUN_KEY, PUSHED_MODEL_KEY = "anomalies", "model_run", "pushed_model"
 TFLITE_KEY, ONNX_KEY = "tflite_model", "onnx_model"
+STATISTICS_KEY, BASELINE_STATISTICS_KEY, SCHEMA_KEY = "statistics", "baseline_statistics", "schema"
 REPORT_KEY = "report"
 INPUT_BASE_KEY, INPUT_PATTERN_KEY, INPUT_FORMAT_KEY = "input_base", "input_pattern", "input_format"
 PIPELINE_NAME_KEY, SEED_KEY = "pipeline_name", "seed"
+METADATA_PATH_KEY = "metadata_path"  # local SQLite MLMD, for component times; empty on Kubeflow
 HTML_FILE, JSON_FILE = summary.REPORT_HTML, "report.json"
 # Only what the wafer maps, Paretos and yield tables need is kept of each die read from the files.
 DIE_COLUMNS = ["lot_id", "wafer_id", "x", "y", "head", "site", "hard_bin", "soft_bin", "sort_pass"]
@@ -79,7 +81,36 @@ def export_state(artifact) -> str:
     return f"not exported: {reason}"
 
 
-def run_record(input_dict: dict, exec_properties: dict) -> dict:
+def drift_record(input_dict: dict, exec_properties: dict) -> dict:
+    """Drift of this run's training data against the previous run's (components/wafer_report/health.py):
+    the previous statistics come in as an input (Kubeflow) or from the local MLMD."""
+    current, previous = _one(input_dict, STATISTICS_KEY), _one(input_dict, BASELINE_STATISTICS_KEY)
+    schema = _one(input_dict, SCHEMA_KEY)
+    if current is None or schema is None:
+        return {"state": "not wired"}
+    previous_uri = previous.uri if previous is not None and previous.uri != current.uri else None
+    if previous_uri is None:
+        previous_uri = health.previous_statistics_uri(
+            exec_properties.get(METADATA_PATH_KEY) or "", exec_properties.get(PIPELINE_NAME_KEY) or "", current.uri
+        )
+    if previous_uri is None:
+        return {"state": "no previous run"}
+    rows = health.drift(
+        health.split_statistics(current.uri), health.split_statistics(previous_uri), health.read_schema(schema.uri)
+    )
+    return {
+        "state": "compared",
+        "previous": previous_uri,
+        "split": health.DRIFT_SPLIT,
+        "features": len(rows),
+        "over": sum(r["over"] for r in rows),
+        "top": rows[:15],
+        "js_bound": health.JS_BOUND,
+        "l_infty_bound": health.L_INFTY_BOUND,
+    }
+
+
+def run_record(input_dict: dict, exec_properties: dict, run_id: str | None = None) -> dict:
     examples = _one(input_dict, EXAMPLES_KEY)
     ingest = _json(os.path.join(examples.uri, INGEST_REPORT_FILE)) or {}
     blessing = _one(input_dict, BLESSING_KEY)
@@ -104,10 +135,12 @@ def run_record(input_dict: dict, exec_properties: dict) -> dict:
             "ONNX": export_state(_one(input_dict, ONNX_KEY)),
         },
         "anomalies": summary.anomalies_per_split(anomalies.uri) if anomalies else {},
+        "drift": drift_record(input_dict, exec_properties),
+        "components": health.component_times(exec_properties.get(METADATA_PATH_KEY) or "", run_id),
     }
 
 
-def gather(input_dict: dict, exec_properties: dict) -> report.ReportInputs:
+def gather(input_dict: dict, exec_properties: dict, run_id: str | None = None) -> report.ReportInputs:
     examples = _one(input_dict, EXAMPLES_KEY)
     model_dir = saved_model_dir(_one(input_dict, MODEL_KEY))
     loaded = tf.saved_model.load(model_dir)
@@ -143,7 +176,7 @@ def gather(input_dict: dict, exec_properties: dict) -> report.ReportInputs:
         margins=margins,
         op=operating_point.find(model_dir),
         test_names={t.feature: t.name for t in program.tests},
-        run=run_record(input_dict, exec_properties),
+        run=run_record(input_dict, exec_properties, run_id),
         seed=int(exec_properties.get(SEED_KEY) or 0),
     )
 
@@ -161,7 +194,8 @@ def _without_images(value):
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties):
         output = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
-        context = report.build(gather(input_dict, exec_properties))
+        run_id = self._context.pipeline_run_id if self._context else None
+        context = report.build(gather(input_dict, exec_properties, run_id))
         tf.io.gfile.makedirs(output.uri)
         with tf.io.gfile.GFile(os.path.join(output.uri, HTML_FILE), "w") as f:
             f.write(report.render(context))

@@ -1,0 +1,103 @@
+"""Data health and run history for the report: drift against the previous run's data (TFDV), and
+each component's time and cache hit in this run (MLMD)."""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
+
+# Drift bounds (TFDV comparators): Jensen-Shannon divergence for numeric features, L-infinity
+# distance between value shares for categorical ones. 0.1 is TFDV's documented example bound.
+JS_BOUND = 0.1
+L_INFTY_BOUND = 0.1
+DRIFT_SPLIT = "train"  # the training data of both runs: what the model learned from, then and now
+_STATES = {v: k for k, v in metadata_store_pb2.Execution.State.items()}
+
+
+def split_statistics(uri: str, split: str = DRIFT_SPLIT):
+    return tfdv.load_stats_binary(os.path.join(uri, f"Split-{split}", "FeatureStats.pb"))
+
+
+def drift(current, previous, schema: schema_pb2.Schema) -> list[dict]:
+    """Every feature's drift between two runs' statistics, largest first: TFDV's comparators on a
+    copy of the schema with a drift comparator on every feature."""
+    schema = schema_pb2.Schema.FromString(schema.SerializeToString())
+    for feature in schema.feature:
+        if feature.type in (schema_pb2.FLOAT, schema_pb2.INT):
+            feature.drift_comparator.jensen_shannon_divergence.threshold = JS_BOUND
+        else:
+            feature.drift_comparator.infinity_norm.threshold = L_INFTY_BOUND
+    anomalies = tfdv.validate_statistics(current, schema, previous_statistics=previous)
+    rows = []
+    for info in anomalies.drift_skew_info:
+        for m in info.drift_measurements:
+            rows.append(
+                {
+                    "feature": ".".join(info.path.step),
+                    "measure": anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type).lower(),
+                    "value": float(m.value),
+                    "bound": float(m.threshold),
+                    "over": bool(m.value > m.threshold),
+                }
+            )
+    return sorted(rows, key=lambda r: -r["value"])
+
+
+def _store(metadata_path: str):
+    if not metadata_path or not tf.io.gfile.exists(metadata_path):
+        return None
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def previous_statistics_uri(metadata_path: str, pipeline_name: str, current_uri: str) -> str | None:
+    """The newest statistics of this pipeline's StatisticsGen other than this run's, from a local MLMD."""
+    store = _store(metadata_path)
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.StatisticsGen") if store else None
+    if context is None:
+        return None
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    others = [
+        a
+        for a in store.get_artifacts_by_context(context.id)
+        if types.get(a.type_id) == "ExampleStatistics"
+        and a.uri != current_uri
+        and a.state == metadata_store_pb2.Artifact.LIVE
+    ]
+    return max(others, key=lambda a: (a.create_time_since_epoch, a.id)).uri if others else None
+
+
+def read_schema(uri: str) -> schema_pb2.Schema:
+    return tfdv.load_schema_text(os.path.join(uri, "schema.pbtxt"))
+
+
+def component_times(metadata_path: str, run_id: str | None) -> list[dict]:
+    """Each execution of this pipeline run: node, state (complete / cached / ...), seconds from its
+    registration to its last update. Empty when MLMD is not a local SQLite file (Kubeflow shows its
+    own task times) or the run is unknown."""
+    store = _store(metadata_path)
+    if store is None or not run_id:
+        return []
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    if run is None:
+        return []
+    rows = []
+    for execution in store.get_executions_by_context(run.id):
+        node = next((c.name for c in store.get_contexts_by_execution(execution.id) if c.type == "node"), "?")
+        seconds = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+        rows.append(
+            {
+                "node": node.split(".")[-1],
+                "state": _STATES.get(execution.last_known_state, "UNKNOWN").lower(),
+                "seconds": round(seconds, 1),
+                "started": execution.create_time_since_epoch,
+            }
+        )
+    return sorted(rows, key=lambda r: r["started"])
