@@ -79,9 +79,7 @@ def scores_table(frame: pd.DataFrame, columns: Sequence[str], n_boot: int = N_BO
     return table
 
 
-def paired_auc_change(
-    frame: pd.DataFrame, candidate: str, baseline: str, n_boot: int = N_BOOT, seed: int = 0
-) -> dict:
+def paired_auc_change(frame: pd.DataFrame, candidate: str, baseline: str, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """AUC of `candidate` minus AUC of `baseline` on the same dies, with its bootstrap spread.
 
     Paired: each resample scores both columns on the same dies, so the difference's noise is that

@@ -55,8 +55,13 @@ def model_inputs(spec: ModelInputs) -> dict[str, keras.KerasTensor]:
     return inputs
 
 
-def build_model(hp: keras_tuner.HyperParameters, spec: ModelInputs) -> keras.Model:
-    """Dense MLP with batch norm and dropout; one float32 logit out (even under mixed precision)."""
+def build_model(hp: keras_tuner.HyperParameters, spec: ModelInputs, output_bias: float = 0.0) -> keras.Model:
+    """Dense MLP with batch norm and dropout; one float32 logit out (even under mixed precision).
+
+    `output_bias`: the logit's initial bias. The Trainer and the Tuner pass log(p / (1 - p)) of the
+    training split's fail rate, so the untrained network already predicts the base rate: with 3%
+    positives and no class weights, a head starting at p = 0.5 spends its first hundreds of steps
+    only learning the base rate (the Keras guide on imbalanced classification does the same)."""
     inputs = model_inputs(spec)
     dense = keras.layers.Concatenate(name="dense_features")([inputs[n] for n in spec.dense])
     one_hots = [
@@ -71,7 +76,9 @@ def build_model(hp: keras_tuner.HyperParameters, spec: ModelInputs) -> keras.Mod
         x = keras.layers.Activation("relu", name=f"relu_{i}")(x)
         x = keras.layers.Dropout(hp.get("dropout"), name=f"dropout_{i}")(x)
     # float32 head: under a mixed policy the logit and loss stay in full precision.
-    logit = keras.layers.Dense(1, dtype="float32", name="logit")(x)
+    logit = keras.layers.Dense(
+        1, dtype="float32", name="logit", bias_initializer=keras.initializers.Constant(output_bias)
+    )(x)
     model = keras.Model(inputs=inputs, outputs=logit, name="ft_fail_mlp")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=hp.get("learning_rate")),

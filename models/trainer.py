@@ -202,7 +202,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     hp, spec = _hyperparameters(fn_args), training.model_inputs_spec(tf_transform_output)
     try:
         with strategy.scope():
-            keras_model = model.build_model(hp, spec)
+            keras_model = model.build_model(hp, spec, output_bias=counts.base_logit)
         logging.info(
             "Training on %d replica(s), policy %s: %d dies (%d fails), %d steps per epoch, at most %d epochs",
             strategy.num_replicas_in_sync,

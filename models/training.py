@@ -51,6 +51,13 @@ class SplitCounts:
     def positive_rate(self) -> float:
         return self.positives / self.examples if self.examples else 0.0
 
+    @property
+    def base_logit(self) -> float:
+        """log(p / (1 - p)) of the positive rate (clipped away from 0 and 1): the output bias that
+        makes an untrained network predict the base rate."""
+        rate = min(max(self.positive_rate, 1e-6), 1 - 1e-6)
+        return math.log(rate / (1.0 - rate))
+
 
 def count_split(dataset: tf.data.Dataset) -> SplitCounts:
     """Examples and positives in one pass over a finite (features, label) dataset."""
@@ -101,7 +108,20 @@ def fit_calibration(labels: np.ndarray, logits: np.ndarray) -> Calibration:
     if labels.size == 0 or np.unique(labels).size < 2:
         raise ValueError("calibration needs both classes in the validation split")
     fit = LogisticRegression(penalty=None, solver="lbfgs", max_iter=1000).fit(logits, labels)
-    return Calibration(scale=float(fit.coef_[0, 0]), bias=float(fit.intercept_[0]))
+    scale = float(fit.coef_[0, 0])
+    if scale > 0:
+        return Calibration(scale=scale, bias=float(fit.intercept_[0]))
+    # A slope <= 0 would turn the ranking round (validation says the logit is no better than noise):
+    # keep the network's ranking and fit the intercept alone, logit(mean label) - mean logit
+    # solved exactly by Newton's method on the one-parameter likelihood.
+    bias = 0.0
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(logits[:, 0] + bias)))
+        step = (labels.sum() - p.sum()) / max(float((p * (1 - p)).sum()), 1e-12)
+        bias += step
+        if abs(step) < 1e-10:
+            break
+    return Calibration(scale=1.0, bias=float(bias))
 
 
 def mixed_precision_policy() -> str:

@@ -26,8 +26,14 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     batch_size = int(config.get("batch_size", 256))
     epochs = int(config.get(EPOCHS_KEY, 2))
 
+    finite_train = training.input_fn(
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
+    )
+    counts = training.count_split(finite_train)
+    # Each trial trains `epochs` full passes over the training split, as the Trainer counts them.
+    steps = training.steps_per_epoch(counts.examples, batch_size)
     tuner = keras_tuner.BayesianOptimization(
-        hypermodel=lambda hp: model.build_model(hp, spec),
+        hypermodel=lambda hp: model.build_model(hp, spec, output_bias=counts.base_logit),
         objective=keras_tuner.Objective("val_auc", direction="max"),
         max_trials=int(config.get(TRIALS_KEY, 3)),
         hyperparameters=model.get_hyperparameters(),
@@ -36,11 +42,6 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         project_name="waferflow_tuning",
         overwrite=True,
     )
-    finite_train = training.input_fn(
-        fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
-    )
-    # Each trial trains `epochs` full passes over the training split, as the Trainer counts them.
-    steps = training.steps_per_epoch(training.count_split(finite_train).examples, batch_size)
     train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
     # The validation split, each die exactly once per evaluation (a finite, unshuffled pass).
     evaluation = training.input_fn(

@@ -97,3 +97,20 @@ def test_platt_calibration_recovers_a_known_scale_and_bias():
 def test_calibration_needs_both_classes():
     with pytest.raises(ValueError, match="both classes"):
         training.fit_calibration(np.zeros(10, int), np.arange(10.0))
+
+
+def test_calibration_never_turns_the_ranking_round():
+    """Logits that rank the labels backwards on validation: the fit keeps slope 1 and moves the
+    intercept only, so that the mean prediction still equals the fail rate."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=20_000)
+    labels = (rng.random(20_000) < 1 / (1 + np.exp(-(-1.0 * logits - 3)))).astype(int)
+    calibration = training.fit_calibration(labels, logits)
+    assert calibration.scale == 1.0
+    assert calibration.apply(logits).mean() == pytest.approx(labels.mean(), rel=1e-6)
+
+
+def test_the_output_bias_starts_the_network_at_the_base_rate():
+    counts = training.SplitCounts(examples=1000, positives=30)
+    m = model.build_model(model.get_hyperparameters(), SPEC, output_bias=counts.base_logit)
+    assert float(m.get_layer("logit").bias.numpy()[0]) == pytest.approx(np.log(0.03 / 0.97))
