@@ -21,6 +21,7 @@ from components.model_export import EXPORTED_PROPERTY
 from models import features
 from pipeline import local_runner, predict
 from pipeline.config import RunConfig
+from pipeline.summary import _split_frame
 
 pytestmark = pytest.mark.e2e
 
@@ -155,11 +156,17 @@ def test_second_run_is_all_cache_hits(first_run):
 
 def test_a_worse_model_than_the_blessed_one_is_not_blessed_or_pushed(first_run, small_stdf_dataset, tmp_path):
     """The change gate, through the baseline resolver: the floor is opened (min_auc 0), so only the
-    comparison with the first run's blessed model can refuse a model trained on shuffled labels."""
+    comparison with the first run's blessed model can refuse a model trained on shuffled labels.
+    The test lots keep their true labels (the same lots are dealt to test again: the split depends
+    on lot ids only), so both models are judged on the same real outcomes."""
     config, first = first_run
+    store = _store(config)
+    context = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.WaferExampleGen")
+    (examples,) = store.get_artifacts_by_context(context.id)
+    test_lots = set(_split_frame(examples.uri, "test")[0]["lot_id"])
     data = tmp_path / "shuffled"
     shutil.copytree(small_stdf_dataset, data)
-    _shuffle_labels(data)
+    _shuffle_labels(data, keep_lots=test_lots)
     worse = dataclasses.replace(config, data_dir=str(data), min_auc=0.0, enable_tuning=False)
     summary = local_runner.run(worse)
     assert summary["metrics"]["auc"] < first["metrics"]["auc"] - config.max_auc_drop
@@ -179,11 +186,13 @@ def test_a_worse_model_than_the_blessed_one_is_not_blessed_or_pushed(first_run, 
     assert {c["node"] for c in report["run"]["components"]} >= {"Trainer", "Evaluator", "Pusher"}
 
 
-def _shuffle_labels(data) -> None:
+def _shuffle_labels(data, keep_lots: set[str] = frozenset()) -> None:
+    """Permute the final-test labels across the dies of every lot but `keep_lots`."""
     rng = np.random.default_rng(0)
     files = sorted(glob.glob(str(data / "labels" / "*.parquet")))
     labels = pd.concat([pd.read_parquet(f).assign(_file=f) for f in files], ignore_index=True)
-    labels["ft_fail"] = rng.permutation(labels["ft_fail"].to_numpy())
+    shuffled = ~labels["lot_id"].isin(keep_lots).to_numpy()
+    labels.loc[shuffled, "ft_fail"] = rng.permutation(labels.loc[shuffled, "ft_fail"].to_numpy())
     for f, part in labels.groupby("_file"):
         part.drop(columns="_file").to_parquet(f)
 
