@@ -37,10 +37,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from components.model_export import serving_default_probabilities
 from data.synthetic import GeneratorConfig
 from data.writers import write_dataset
 from models import comparison, dense_signature, evaluation
-from models.features import LABEL_KEY, PROBABILITY_KEY
+from models.features import LABEL_KEY
 from pipeline import local_runner
 from pipeline.config import RunConfig
 from pipeline.summary import OBSERVABLE_ORACLE_KEY, ORACLE_KEY, _split_frame
@@ -83,13 +84,7 @@ def score_seed(args, seed: int) -> pd.DataFrame:
     uri = examples_uri(config)
     train, _, x_train = split_matrix(uri, "train", columns)
     test, records, x_test = split_matrix(uri, "test", columns)
-    serve = loaded.signatures["serving_default"]
-    test["model"] = np.concatenate(
-        [
-            serve(examples=tf.constant(records[i : i + 4096]))[PROBABILITY_KEY].numpy().ravel()
-            for i in range(0, len(records), 4096)
-        ]
-    )
+    test["model"] = serving_default_probabilities(loaded, records)
     y_train = train[LABEL_KEY].to_numpy()
     for name, scores in {
         **comparison.reference_scores(x_train, y_train, x_test, seed),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import pandas as pd
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
@@ -13,11 +12,12 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+from components.model_export import serving_default_probabilities
 from components.noise_aware_evaluator.executor import GATE_FILE
 from components.wafer_example_gen.executor import REPORT_FILE
 from data.program import PROGRAM_FILE, TestProgram
 from models import evaluation, operating_point
-from models.features import LABEL_KEY, PROBABILITY_KEY
+from models.features import LABEL_KEY
 from models.training import BUDGET_FILE
 
 REPORT_HTML = "report.html"  # the WaferReport component's page (components/wafer_report)
@@ -92,12 +92,7 @@ def test_figures(
     op = None
     if model_dir:
         loaded = tf.saved_model.load(model_dir)
-        serve = loaded.signatures["serving_default"]
-        probabilities = [
-            serve(examples=tf.constant(records[i : i + 4096]))[PROBABILITY_KEY].numpy().reshape(-1)
-            for i in range(0, len(records), 4096)
-        ]
-        frame["model"] = np.concatenate(probabilities)
+        frame["model"] = serving_default_probabilities(loaded, records)
         columns.append("model")
         op = operating_point.find(model_dir)
     truth_files = sorted(tf.io.gfile.glob(labels_glob)) if labels_glob else []

@@ -17,7 +17,7 @@ from absl import logging
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.model_export import EXPORTED_PROPERTY, saved_model_dir
+from components.model_export import EXPORTED_PROPERTY, saved_model_dir, serving_default_probabilities
 from components.model_export import REPORT_FILE as EXPORT_REPORT_FILE
 from components.noise_aware_evaluator.executor import GATE_FILE
 from components.wafer_example_gen.executor import REPORT_FILE as INGEST_REPORT_FILE
@@ -55,9 +55,10 @@ def _json(path: str):
         return json.load(f)
 
 
-def _batched(fn, records: list[bytes], key: str | None = None):
-    parts = [fn(examples=tf.constant(records[i : i + BATCH])) for i in range(0, len(records), BATCH)]
-    return parts if key is None else np.concatenate([p[key].numpy().reshape(-1) for p in parts])
+def _transformed(loaded, records: list[bytes]) -> list[dict]:
+    """`transform_features` of the model on the records, batch by batch."""
+    fn = loaded.signatures["transform_features"]
+    return [fn(examples=tf.constant(records[i : i + BATCH])) for i in range(0, len(records), BATCH)]
 
 
 def read_dies(input_base: str, pattern: str, input_format: str) -> pd.DataFrame:
@@ -147,8 +148,8 @@ def gather(input_dict: dict, exec_properties: dict, run_id: str | None = None) -
     columns = dense_signature.loaded_columns(loaded)
     test, test_records = summary._split_frame(examples.uri, "test")
     train, train_records = summary._split_frame(examples.uri, "train")
-    test["model"] = _batched(loaded.signatures["serving_default"], test_records, PROBABILITY_KEY)
-    transformed = _batched(loaded.signatures["transform_features"], test_records)
+    test["model"] = serving_default_probabilities(loaded, test_records)
+    transformed = _transformed(loaded, test_records)
     margins = (
         pd.DataFrame(
             {
