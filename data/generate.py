@@ -1,17 +1,21 @@
 """Command line: write a synthetic wafer-sort dataset of one product.
 
 python -m data.generate --out output/data [--product WF7N|MX3A] [--lots 10] [--wafers-per-lot 5]
-    [--seed 42] [--format stdf|parquet] [--program-revision 1.0]
+    [--seed 42] [--format stdf|parquet] [--program-revision 1.0] [--span 2 [--drift-per-span 0.3]]
+
+With `--span K` the lots go to <out>/span-K/ and are new lots (none shared with other spans): the
+layout a run with `--spans` reads, one new span a day.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from data.products import DEFAULT_PRODUCT, PRODUCTS
 from data.synthetic import GeneratorConfig
-from data.writers import WRITERS, write_dataset
+from data.writers import WRITERS, span_folder, write_dataset
 
 
 def _product_help() -> str:
@@ -54,22 +58,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=GeneratorConfig.program_revision,
         help="test program revision written as MIR JOB_REV (default %(default)s)",
     )
+    parser.add_argument(
+        "--span",
+        type=int,
+        default=None,
+        help="write span K (K >= 1) into <out>/span-K/ with lots of its own: the daily-batch layout that "
+        "`--spans` runs read (default: no spans, the files go straight into <out>)",
+    )
+    parser.add_argument(
+        "--drift-per-span",
+        type=float,
+        default=GeneratorConfig.drift_per_span,
+        help="slow process drift: every lot's process moves this many population sigmas per span "
+        "(default %(default)s: none)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Write the dataset the command line asks for; print a summary and return the manifest."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.span is not None and args.span < 1:
+        parser.error(f"--span must be 1 or more, got {args.span}")
+    out = os.path.join(args.out, span_folder(args.span)) if args.span is not None else args.out
     config = GeneratorConfig(
         lots=args.lots,
         wafers_per_lot=args.wafers_per_lot,
         seed=args.seed,
         product=args.product,
         program_revision=args.program_revision,
+        span=args.span or 0,
+        drift_per_span=args.drift_per_span,
     )
-    manifest = write_dataset(config, args.out, args.format)
+    manifest = write_dataset(config, out, args.format)
     summary = {k: manifest[k] for k in ("product", "dies", "sort_pass", "sort_yield", "ft_fail", "ft_fail_rate")}
-    print(json.dumps({"out": args.out, **summary}, indent=1))
+    print(json.dumps({"out": out, **summary}, indent=1))
     return manifest
 
 

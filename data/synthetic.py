@@ -70,9 +70,17 @@ class GeneratorConfig:
     ft_logit_intercept: float | None = None
     geometry: WaferGeometry | None = None  # another wafer / die size (small test wafers)
     program_revision: str = "1.0"  # MIR JOB_REV
+    # Data arriving in spans (a day's or a batch's lots): span k's lots are new lots, tested 30 days
+    # after span k-1's. `drift_per_span` moves every lot's threshold voltage (the "vt" latent factor)
+    # by that many population sigmas per span: a slow process drift (an implant or oxide drifting)
+    # that moves the tests loaded on it, which the drift check should see.
+    span: int = 0
+    drift_per_span: float = 0.0
 
     def __post_init__(self) -> None:
         spec = get_product(self.product)
+        if self.span < 0:
+            raise ValueError(f"span must be 0 or more, got {self.span}")
         if self.sites is not None and self.sites != spec.sites:
             raise ValueError(f"sites: product {self.product} is probed {spec.sites} sites at a time, got {self.sites}")
         if self.lots < 1 or self.wafers_per_lot < 1:
@@ -107,6 +115,7 @@ class WaferData:
     product_spec: Product  # bins, probe card, bin names
     test_program: tuple[ParametricTest, ...]  # the tests the dies carry (the product's program)
     program_revision: str = "1.0"  # MIR JOB_REV
+    span: int = 0  # which span (batch of lots) it was generated in
 
     @property
     def sites(self) -> int:
@@ -116,8 +125,10 @@ class WaferData:
     def start_time(self) -> int:
         """When the wafer's test started (MIR / WIR START_T), seconds since 1970.
 
-        Deterministic (same config, same bytes): a fixed epoch, spread by lot and wafer."""
-        return 1_793_000_000 + zlib.crc32(self.lot_id.encode()) % (30 * 86_400) + self.wafer_num * 1_800
+        Deterministic (same config, same bytes): a fixed epoch, spread by lot and wafer; each
+        span 30 days after the one before."""
+        spread = zlib.crc32(self.lot_id.encode()) % (30 * 86_400) + self.wafer_num * 1_800
+        return 1_793_000_000 + self.span * 30 * 86_400 + spread
 
     @property
     def revision(self) -> dict[str, str]:
@@ -147,11 +158,13 @@ class WaferData:
 
 def lot_ids(config: GeneratorConfig) -> list[str]:
     """Lot names as a fab's MES would print them, e.g. `WFQ304.1` (the product's prefix first); lot
-    i is named the same whatever the number of lots (131 is coprime to 900, so numbers never repeat)."""
+    i is named the same whatever the number of lots (131 is coprime to 900, so numbers never repeat).
+    Span k's lots continue the numbering after k spans of `lots` lots, so spans never share a lot."""
     letters = "ABCDEFGHJKLMNPQRSTUVWXYZ"
     prefix = config.product_spec.lot_prefix
     names = []
-    for i in range(config.lots):
+    first = config.span * config.lots
+    for i in range(first, first + config.lots):
         letter = letters[np.random.default_rng([config.seed, 1, i]).integers(len(letters))]
         names.append(f"{prefix}{letter}{100 + (config.seed * 7919 + i * 131) % 900}.1")
     return names
@@ -356,6 +369,7 @@ def _wafer(
         product_spec=spec,
         test_program=program,
         program_revision=config.program_revision,
+        span=config.span,
     )
 
 
@@ -366,6 +380,7 @@ def generate(config: GeneratorConfig) -> Iterator[WaferData]:
     for lot_id in lot_ids(config):
         rng = np.random.default_rng(_stable_seed(config, lot_id))
         lot_effect = rng.normal(0.0, 0.4, N_LATENT)
+        lot_effect[LATENT_FACTORS.index("vt")] += config.drift_per_span * config.span
         site_offsets = rng.normal(0.0, 0.1, (spec.sites, n_features))
         site_noise = np.ones(spec.sites)
         bad_site = -1

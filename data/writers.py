@@ -54,6 +54,16 @@ def wafer_file_pattern(fmt: str) -> str:
     return f"wafers/*/*.{ext}"
 
 
+# Data in spans (`waferflow generate --span K`, `--spans` on a run): each span's files in a folder
+# of its own, `{SPAN}` being TFX's span placeholder (the ExampleGen picks the newest span).
+SPAN_FOLDER = "span-{SPAN}"
+
+
+def span_folder(span: int) -> str:
+    """The folder of span `span` under a dataset directory, e.g. `span-3`."""
+    return SPAN_FOLDER.replace("{SPAN}", str(span))
+
+
 def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -> dict:
     """Generate the dataset for `config` and write it under `out_dir`; return the manifest."""
     if fmt not in WRITERS:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 
 from data.products import PRODUCTS
-from data.writers import wafer_file_pattern
+from data.writers import SPAN_FOLDER, wafer_file_pattern
 from pipeline import beam_args as beam_profiles
 
 
@@ -34,6 +35,18 @@ class RunConfig:
     split_by: str = "lot_random"
     input_pattern: str = ""  # glob of tester files under the data dir; default: see `file_pattern`
     labels_pattern: str = "labels/*.parquet"  # final-test labels sidecar(s), relative to the data dir
+    # New lots every day: the data dir holds one folder per span (span-1/, span-2/, ... each laid out
+    # as a dataset: wafers/, labels/). A run ingests the newest span only and trains on the newest
+    # `span_window` spans (components/resolver_strategies.py).
+    spans: bool = False
+    span_window: int = 3
+    # A curated schema (schema.pbtxt, reviewed and kept with the project) instead of one inferred from
+    # each run's data: ImportSchemaGen, and ExampleValidator checks every new span against it.
+    schema_file: str = ""
+    # Drift gate: the newest data's tests against the earlier spans of the training window (or the
+    # previous run's data), TFDV's Jensen-Shannon divergence; a test over this bound against every
+    # earlier span withholds the blessing, so nothing is pushed. 0 reports drift without gating.
+    drift_bound: float = 0.2
     # Features: a test within this many robust sigmas of a limit counts as near it (models/preprocessing.py).
     guard_band: float = 1.5
     limit_features: bool = True  # per-test margins to the limits and per-die summaries (off: ablation)
@@ -77,6 +90,8 @@ class RunConfig:
     enable_cache: bool = True
 
     def __post_init__(self) -> None:
+        if self.span_window < 1:
+            raise ValueError(f"span_window must be at least 1, got {self.span_window}")
         if not self.pipeline_name:
             own = self.data_dir or self.product == RunConfig.product
             name = "waferflow" if own else f"waferflow-{self.product.lower()}"
@@ -104,7 +119,22 @@ class RunConfig:
         """Glob of tester files under the data dir: `input_pattern`, else the generated layout
         for the input format, compressed files included (`wafers/*/*.stdf*`: .stdf, .stdf.gz, .stdf.bz2)."""
         compressed = "*" if self.input_format == "stdf" else ""
-        return self.input_pattern or wafer_file_pattern(self.input_format) + compressed
+        return self._in_span(self.input_pattern or wafer_file_pattern(self.input_format) + compressed)
+
+    @property
+    def labels_file_pattern(self) -> str:
+        """Glob of the labels sidecar(s): `labels_pattern`, in the span's folder with `spans`."""
+        return self._in_span(self.labels_pattern)
+
+    @staticmethod
+    def any_span(pattern: str) -> str:
+        """A glob over every span: `{SPAN}` (or `{SPAN:N}`) replaced by `*`."""
+        return re.sub(r"\{SPAN(:\d+)?\}", "*", pattern)
+
+    def _in_span(self, pattern: str) -> str:
+        if not self.spans or "{SPAN" in pattern or os.path.isabs(pattern) or "://" in pattern:
+            return pattern
+        return f"{SPAN_FOLDER}/{pattern}"
 
     def beam_pipeline_args(self) -> list[str]:
         """The profile's arguments, then the extra ones; direct-runner defaults unless those pick a runner."""

@@ -11,8 +11,10 @@ from tfx import v1 as tfx
 from tfx.types.standard_component_specs import CUSTOM_CONFIG_KEY
 
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
+from components.drift_check.component import DriftCheck
 from components.noise_aware_evaluator.component import NoiseAwareEvaluator
 from components.onnx_exporter.component import OnnxExporter
+from components.resolver_strategies import EarlierStatisticsStrategy, LatestSpansStrategy
 from components.tflite_exporter.component import TFLiteExporter
 from components.transform_config.component import TransformConfig
 from components.wafer_example_gen.component import WaferExampleGen
@@ -113,31 +115,75 @@ def create_pipeline(
     supplies where things are (roots, MLMD, Beam arguments) and, on Kubeflow, the baseline strategy.
     """
     c = config
+    if baseline_strategy not in BASELINE_STRATEGIES:
+        raise ValueError(f"baseline_strategy must be one of {BASELINE_STRATEGIES}, not {baseline_strategy!r}")
+    # Kubeflow's V2 compiler takes TFX's latest-artifact resolvers only (see the spans and drift below).
+    local = baseline_strategy == "latest_blessed_other"
     example_gen = WaferExampleGen(
         input_base=data_root,
         input_format=c.input_format,
         input_pattern=c.file_pattern,
-        labels_pattern=c.labels_pattern,
+        labels_pattern=c.labels_file_pattern,
         bad_file_policy=c.bad_file_policy,
         split_by=c.split_by,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    )
+    if c.schema_file:
+        # The curated schema, kept with the project: every new span is validated against it.
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=c.schema_file)
+    else:
+        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    schema = schema_gen.outputs["schema"]
+    example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema)
+    components = [example_gen, statistics_gen, schema_gen, example_validator]
+
+    # The training data: this run's examples, or with spans the newest `span_window` spans (this
+    # run's ExampleGen ingests only the newest; the others come from MLMD).
+    training_examples = example_gen.outputs["examples"]
+    if c.spans and local:
+        window = tfx.dsl.Resolver(
+            strategy_class=LatestSpansStrategy,
+            config={"num_spans": c.span_window},
+            newest=example_gen.outputs["examples"],
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples),
+        ).with_id("span_window_resolver")
+        training_examples = window.outputs["examples"]
+        components.append(window)
+
     transform_config = TransformConfig(
         examples=example_gen.outputs["examples"], guard_band=float(c.guard_band), limit_features=int(c.limit_features)
     )
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
+        examples=training_examples,
+        schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
     )
-    # The Transform builds its features from the test program the ingest learned, which exists only
-    # once the ExampleGen has run: its custom_config is made at run time (components/transform_config).
+    # The Transform builds its features from the test program the ingest learned (the newest span's),
+    # which exists only once the ExampleGen has run: its custom_config is made at run time
+    # (components/transform_config).
     transform.exec_properties[CUSTOM_CONFIG_KEY] = transform_config.outputs["config"].future()[0].value
-    components = [example_gen, statistics_gen, schema_gen, example_validator, transform_config, transform]
+    components += [transform_config, transform]
+
+    # Drift: the newest data against the earlier spans of the training window (without spans, the
+    # previous run's data). Local runs only: a Kubeflow V2 resolver can only be TFX's latest-artifact
+    # query, which cannot tell the StatisticsGen's statistics from the Transform's (docs/kubeflow.md);
+    # there the check records the newest data's statistics without a comparison.
+    earlier_statistics = None
+    if local:
+        earlier_statistics = tfx.dsl.Resolver(
+            strategy_class=EarlierStatisticsStrategy,
+            config={"num_spans": max(c.span_window - 1, 1)},
+            newest=statistics_gen.outputs["statistics"],
+            statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+        ).with_id("earlier_statistics_resolver")
+        components.append(earlier_statistics)
+    drift_check = DriftCheck(
+        statistics=statistics_gen.outputs["statistics"],
+        schema=schema,
+        reference_statistics=earlier_statistics.outputs["statistics"] if earlier_statistics else None,
+        js_bound=c.drift_bound,
+    )
+    components.append(drift_check)
 
     hyperparameters = None
     if c.enable_tuning:
@@ -161,7 +207,7 @@ def create_pipeline(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
+        schema=schema,
         hyperparameters=hyperparameters,
         # Validation, read once per epoch in full, early-stops and schedules; test is never seen here.
         # The budget is in epochs over the train split (models/trainer.py), not a step count.
@@ -179,8 +225,6 @@ def create_pipeline(
             "overkill_cost": float(c.overkill_cost),
         },
     )
-    if baseline_strategy not in BASELINE_STRATEGIES:
-        raise ValueError(f"baseline_strategy must be one of {BASELINE_STRATEGIES}, not {baseline_strategy!r}")
     baseline_inputs = {
         "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
@@ -201,6 +245,7 @@ def create_pipeline(
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         eval_config=eval_config(c.min_auc, c.max_auc_drop, c.operating_threshold, c.escape_cost, c.overkill_cost),
+        drift_report=drift_check.outputs["drift"],
     ).with_id("Evaluator")
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -260,7 +305,7 @@ def create_pipeline(
                 seed=c.seed,
                 statistics=statistics_gen.outputs["statistics"],
                 baseline_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
-                schema=schema_gen.outputs["schema"],
+                schema=schema,
                 metadata_path=sqlite,
                 **{key: component.outputs[key] for key, component in exports.items()},
             )

@@ -72,8 +72,9 @@ def input_format_of(paths: list[str], input_format: str | None) -> str:
             formats.add(None)
     if len(formats) == 1 and None not in formats:
         return formats.pop()
-    raise ValueError(f"cannot tell one input format from the file names ({sorted(map(str, formats))}): "
-                     "pass --input-format")
+    raise ValueError(
+        f"cannot tell one input format from the file names ({sorted(map(str, formats))}): pass --input-format"
+    )
 
 
 @dataclasses.dataclass
@@ -151,8 +152,10 @@ def rest_request(dies: pd.DataFrame, signature: str = SERVING_DEFAULT, columns: 
 
 def _need_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
     if not columns:
-        raise ValueError("serve_dense needs the model's column order: pass --dense-columns (the SavedModel "
-                         "directory, or its assets/dense_columns.json)")
+        raise ValueError(
+            "serve_dense needs the model's column order: pass --dense-columns (the SavedModel "
+            "directory, or its assets/dense_columns.json)"
+        )
     return columns
 
 
@@ -499,6 +502,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per server request")
     parser.add_argument("--out", required=True, help="predictions file: .csv or .parquet")
     parser.add_argument(
+        "--skew-against",
+        metavar="PATH",
+        help="also measure training-serving skew of the scored dies' tests (TFDV Jensen-Shannon) against the "
+        "training data: a run's output directory (its newest training window), a statistics artifact "
+        "directory or a FeatureStats.pb; writes <out>.skew.json",
+    )
+    parser.add_argument(
+        "--pipeline-name", default="waferflow", help="with --skew-against a run's output directory: which pipeline"
+    )
+    parser.add_argument(
+        "--skew-bound", type=float, default=0.1, help="Jensen-Shannon divergence a test may reach (default 0.1)"
+    )
+    parser.add_argument(
         "--ink-maps",
         metavar="DIR",
         help="also write each wafer's ink map, <lot>_<wafer>.txt and .csv, into DIR (needs the model's "
@@ -532,12 +548,15 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--ink-maps needs the model's operating point: {no_op}")
     # Ink maps need every die's position and sort result, not only the scored dies: keep those.
     kept: list[WaferDies] = []
+    scored_tests: list[pd.DataFrame] = []  # for --skew-against
 
     def passing() -> Iterator[pd.DataFrame]:
         for wafer in read_wafers(paths, input_format, model_tests(scorer)):
             if args.ink_maps:
                 positions = wafer.dies[["x", "y", "sort_pass"]]
                 kept.append(dataclasses.replace(wafer, dies=positions, passed=wafer.passed[["x", "y"]]))
+            if args.skew_against:
+                scored_tests.append(wafer.passed[[c for c in wafer.passed.columns if is_test_feature(c)]])
             yield wafer.passed
 
     predictions = score(passing(), scorer, args.batch_size)
@@ -554,11 +573,20 @@ def main(argv: list[str] | None = None) -> int:
             f"  inked {inked} of {len(predictions)} dies: probability >= {op.threshold:.6g} "
             f"(escape:overkill cost {op.escape_cost:g}:{op.overkill_cost:g})"
         )
+    if args.skew_against:
+        from pipeline import skew  # TFX and TFDV: only when asked for
+
+        record = skew.scored_skew(pd.concat(scored_tests), args.skew_against, args.pipeline_name, args.skew_bound)
+        with open(f"{args.out}.skew.json", "w") as f:
+            json.dump(record, f, indent=1)
+        print("  " + skew.format_skew(record) + f" ({args.out}.skew.json)")
     if args.ink_maps:
         written = write_ink_maps(args.ink_maps, kept, predictions, op)
         print(f"  ink maps of {len(kept)} wafers: {args.ink_maps} ({len(written)} files)")
-    for key, what in (("unknown_tests", "tests in the files the model does not know (ignored)"),
-                      ("missing_tests", "tests the model expects that the files lack (scored as not measured)")):
+    for key, what in (
+        ("unknown_tests", "tests in the files the model does not know (ignored)"),
+        ("missing_tests", "tests the model expects that the files lack (scored as not measured)"),
+    ):
         found = predictions.attrs.get(key) or []
         if found:
             print(f"  {len(found)} {what}: {', '.join(found[:20])}{' ...' if len(found) > 20 else ''}")

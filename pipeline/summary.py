@@ -12,8 +12,9 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+from components.drift_check.executor import DRIFT_FILE, read_drift
 from components.model_export import serving_default_probabilities
-from components.noise_aware_evaluator.executor import GATE_FILE
+from components.noise_aware_evaluator.executor import GATE_FILE, REASON_PROPERTY
 from components.wafer_example_gen.executor import REPORT_FILE
 from data.program import PROGRAM_FILE, TestProgram
 from models import evaluation, operating_point
@@ -54,6 +55,21 @@ def _custom(artifact, key: str):
         return None
     value = artifact.custom_properties[key]
     return value.int_value if value.HasField("int_value") else value.string_value
+
+
+def _input_artifacts(store, pipeline_name: str, node: str, key: str) -> list:
+    """The artifacts the newest execution of `node` took as input `key` (e.g. the Transform's examples)."""
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
+    executions = store.get_executions_by_context(context.id) if context is not None else []
+    if not executions:
+        return []
+    newest = max(executions, key=lambda e: (e.create_time_since_epoch, e.id))
+    ids = [
+        e.artifact_id
+        for e in store.get_events_by_execution_ids([newest.id])
+        if e.type == metadata_store_pb2.Event.INPUT and any(s.HasField("key") and s.key == key for s in e.path.steps)
+    ]
+    return store.get_artifacts_by_id(ids) if ids else []
 
 
 def _split_frame(examples_uri: str, split: str) -> tuple[pd.DataFrame, list[bytes]]:
@@ -215,6 +231,9 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
                 summary["ingest"] = json.load(f)
                 summary["examples_per_split"] = summary["ingest"].pop("examples_per_split", {})
         summary["test_program"] = program_summary(examples.uri)
+        summary["span"] = _custom(examples, "span")
+        window = _input_artifacts(store, pipeline_name, "Transform", "examples")
+        summary["training_spans"] = sorted({_custom(a, "span") for a in window}) if window else []
         model = _latest(store, pipeline_name, "Trainer", "Model")
         model_dir = os.path.join(model.uri, "Format-Serving") if model is not None else None
         summary["test"] = test_figures(examples.uri, model_dir, labels_glob)
@@ -233,8 +252,12 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
     if model_run is not None and tf.io.gfile.exists(os.path.join(model_run.uri, BUDGET_FILE)):
         with tf.io.gfile.GFile(os.path.join(model_run.uri, BUDGET_FILE)) as f:
             summary["training"] = json.load(f)
+    drift = _latest(store, pipeline_name, "DriftCheck", "waferflow.DriftReport")
+    if drift is not None and tf.io.gfile.exists(os.path.join(drift.uri, DRIFT_FILE)):
+        summary["drift"] = read_drift(drift.uri)
     blessing = _latest(store, pipeline_name, "Evaluator", "ModelBlessing")
     summary["blessed"] = bool(_custom(blessing, "blessed")) if blessing is not None else None
+    summary["blessing_withheld"] = _custom(blessing, REASON_PROPERTY) or None
     report = _latest(store, pipeline_name, "WaferReport", "waferflow.WaferReport")
     if report is not None and tf.io.gfile.exists(os.path.join(report.uri, REPORT_HTML)):
         summary["report"] = os.path.join(report.uri, REPORT_HTML)
@@ -276,6 +299,11 @@ def format_summary(summary: dict) -> str:
                 "  records read past (not used): "
                 + ", ".join(f"{k}={v}" for k, v in sorted(ingest["skipped_records"].items()))
             )
+    if summary.get("training_spans"):
+        lines.append(
+            f"  spans: ingested span {summary.get('span')}; trained on spans "
+            + ", ".join(str(s) for s in summary["training_spans"])
+        )
     if "examples_per_split" in summary:
         lines.append("  examples per split: " + ", ".join(f"{k}={v}" for k, v in summary["examples_per_split"].items()))
     if "anomalies" in summary:
@@ -301,7 +329,10 @@ def format_summary(summary: dict) -> str:
             f"{g['lots']} test lots, {g['fails']} fails); "
             f"drop tolerated {g['tolerance']:.4f} = min(cap {g['cap']:.3f}, {g['z']} x se {g['se']:.4f})"
         )
-    lines.append(f"  blessed: {summary.get('blessed')}")
+    if summary.get("drift"):
+        lines.append("  " + format_drift(summary["drift"]))
+    blessed = f"  blessed: {summary.get('blessed')}"
+    lines.append(blessed + (f" (withheld: {summary['blessing_withheld']})" if summary.get("blessing_withheld") else ""))
     lines.append(f"  pushed model: {summary.get('pushed_model') or 'not pushed'}")
     if summary.get("report"):
         lines.append(f"  report: {summary['report']}")
@@ -368,3 +399,19 @@ def format_test(test: dict) -> list[str]:
             f"{test['calibration']:.2f}"
         )
     return lines
+
+
+def format_drift(drift: dict) -> str:
+    """One line: what the newest data was compared with, the largest drifts, and the verdict."""
+    if not drift.get("compared"):
+        return "drift: no previous training window to compare with (first run)"
+    top = ", ".join(f"{r['feature']} {r['value']:.3f}" for r in drift["features"][:3])
+    verdict = (
+        f"DRIFTED: {len(drift['drifted_features'])} measurement(s) over the bound, the model is not pushed"
+        if drift["drifted"]
+        else "within the bound"
+    )
+    return (
+        f"drift: {drift['split']} split of the newest data vs the previous training window, Jensen-Shannon over "
+        f"{len(drift['features'])} measurements, bound {drift['js_bound']:g}; largest {top}; {verdict}"
+    )

@@ -16,7 +16,7 @@ from data.geometry import WaferGeometry
 from data.products import PRODUCTS
 from data.program import FileProgram, TestDef, is_test_feature
 from data.synthetic import DIE_COLUMNS, LABEL_COLUMNS, LABEL_KEYS, GeneratorConfig, generate, lot_ids
-from data.test_program import fail_bins, program_features
+from data.test_program import LATENT_FACTORS, fail_bins, program_features
 from data.writers import write_dataset
 
 CONFIGS = {name: GeneratorConfig(product=name, lots=2, wafers_per_lot=2, seed=11) for name in PRODUCTS}
@@ -257,3 +257,43 @@ def test_cli_writes_the_chosen_product_and_documents_every_option(tmp_path, caps
     assert all(a.help for a in actions), [a.dest for a in actions if not a.help]
     product = next(a for a in actions if a.dest == "product")
     assert product.default == "WF7N" and set(product.choices) == set(PRODUCTS)
+
+
+def test_spans_are_new_lots_later_in_time_and_drift_moves_the_process():
+    """`--span K`: lots no other span has, tested after the previous span's. A drift moves every
+    lot's threshold voltage by drift x span population sigmas and nothing else: the same span with
+    and without it has the same dies, and each linear test differs by exactly its scale x its vt
+    loading x the shift (float32 values, hence the tolerance)."""
+    base = GeneratorConfig(lots=2, wafers_per_lot=1, seed=5)
+    spans = {k: dataclasses.replace(base, span=k) for k in (0, 1, 2)}
+    ids = {k: lot_ids(c) for k, c in spans.items()}
+    assert ids[0] == lot_ids(base)  # span 0 is the dataset without spans
+    assert not (set(ids[1]) & set(ids[2])) and not (set(ids[0]) & set(ids[1]))
+    first = {k: next(generate(c)) for k, c in spans.items()}
+    assert first[0].start_time < first[1].start_time < first[2].start_time
+
+    still = next(generate(dataclasses.replace(base, span=3)))
+    drifted = next(generate(dataclasses.replace(base, span=3, drift_per_span=0.3)))
+    vt = LATENT_FACTORS.index("vt")
+    moved = 0
+    for test in base.product_spec.program:
+        if test.log_normal or test.pin_offsets:
+            continue
+        column = test.features[0]
+        both = still.dies[column].notna() & drifted.dies[column].notna()
+        difference = (drifted.dies[column] - still.dies[column])[both].to_numpy(np.float64)
+        expected = test.scale * test.loadings[vt] * 0.9
+        assert np.allclose(difference, expected, atol=1e-5 * max(1.0, abs(test.nominal))), column
+        moved += expected != 0
+    assert moved >= 3
+
+
+def test_cli_writes_a_span_into_its_folder(tmp_path):
+    manifest = generate_cli.main(
+        ["--out", str(tmp_path), "--lots", "1", "--wafers-per-lot", "1", "--span", "2", "--format", "parquet"]
+    )
+    assert manifest["generator"]["span"] == 2
+    assert os.path.exists(tmp_path / "span-2" / "manifest.json")
+    assert os.listdir(tmp_path / "span-2" / "labels")
+    with pytest.raises(SystemExit):
+        generate_cli.main(["--out", str(tmp_path), "--span", "0"])

@@ -32,6 +32,8 @@ NODES = (
     "ExampleValidator",
     "TransformConfig",
     "Transform",
+    "earlier_statistics_resolver",
+    "DriftCheck",
     "Tuner",
     "Trainer",
     "latest_blessed_model_resolver",

@@ -427,3 +427,32 @@ def test_cli_reports_tests_it_could_not_map(served_model, changed_program, tmp_p
     assert (
         f"1 tests the model expects that the files lack (scored as not measured): {changed_program.dropped}" in printed
     )
+
+
+def test_skew_against_the_training_window_flags_drifted_dies(served_model, tmp_path, capsys):
+    """`--skew-against` a run's output: the run's own files read no skew (they are the training
+    window's population; the largest JS is measured, not zero), files from a process 1.5 sigmas of
+    threshold voltage away (span 3 at 0.5 per span, the generator's drift) do."""
+    import dataclasses
+
+    from data.writers import write_dataset
+    from tests.conftest import SMALL
+
+    def skew_of(pattern: str, name: str) -> dict:
+        out = str(tmp_path / name)
+        argv = [pattern, "--model", served_model.saved_model, "--out", out]
+        assert predict.main([*argv, "--skew-against", served_model.config.output_dir]) == 0
+        with open(f"{out}.skew.json") as f:
+            return json.load(f)
+
+    own = os.path.join(served_model.config.dataset_dir, "wafers", "*", f"*.{served_model.input_format}")
+    same = skew_of(own, "same.csv")
+    assert same["scored_dies"] > 0 and len(same["features"]) > 10
+    assert not same["skewed_features"] and 0 < same["max_js"] < same["js_bound"], same["features"][:3]
+    assert "pre_transform_stats" in same["training_statistics"]
+
+    drifted_dir = str(tmp_path / "drifted")
+    write_dataset(dataclasses.replace(SMALL, span=3, drift_per_span=0.5), drifted_dir, served_model.input_format)
+    drifted = skew_of(os.path.join(drifted_dir, "wafers", "*", f"*.{served_model.input_format}"), "drifted.csv")
+    assert drifted["skewed_features"], drifted["features"][:3]
+    assert "skew of" in capsys.readouterr().out

@@ -12,6 +12,10 @@ as the absolute change threshold: a candidate is refused when its drop is larger
 one-sided 95% explains, and always when it is larger than the cap (the configured threshold). The
 figures go to `change_gate.json` in the evaluation artifact and to its custom properties. Without
 a baseline (the first run) it is TFX's Evaluator unchanged.
+
+With a `drift_report` input (components/drift_check) that says the data drifted, the blessing is
+withheld whatever TFMA found: the blessing artifact gets NOT_BLESSED, `blessed` 0 and a `reason`,
+so the Pusher and the exporters publish nothing and tomorrow's baseline stays the last good model.
 """
 
 from __future__ import annotations
@@ -24,22 +28,26 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from absl import logging
+from tfx.components.evaluator import constants
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.drift_check.executor import read_drift
 from components.model_export import saved_model_dir, serving_default_probabilities
 from models import evaluation, features
 
 Z = 1.645  # one-sided 95%
 GATE_FILE = "change_gate.json"
 TOLERANCE_PROPERTY = "auc_change_tolerance"
+DRIFT_REPORT_KEY = "drift_report"
+REASON_PROPERTY = "reason"
 
 
 def read_split(examples, split: str) -> list[bytes]:
     """Every serialized example of one split."""
-    uri = artifact_utils.get_split_uri(examples, split)
-    files = sorted(tf.io.gfile.glob(os.path.join(uri, "*")))
+    uris = artifact_utils.get_split_uris(examples, split)
+    files = sorted(f for uri in uris for f in tf.io.gfile.glob(os.path.join(uri, "*")))
     return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
@@ -111,3 +119,26 @@ class Executor(evaluator_executor.Executor):
             with tf.io.gfile.GFile(os.path.join(output.uri, GATE_FILE), "w") as f:
                 json.dump(report, f, indent=1, sort_keys=True)
             output.set_float_custom_property(TOLERANCE_PROPERTY, report["tolerance"])
+        drift_reports = input_dict.get(DRIFT_REPORT_KEY) or []
+        if drift_reports:
+            withhold_if_drifted(read_drift(drift_reports[0].uri), output_dict)
+
+
+def withhold_if_drifted(drift: dict, output_dict) -> None:
+    """Turn a blessing into NOT_BLESSED, with the reason, when the data drifted."""
+    if not drift.get("drifted"):
+        return
+    blessing = artifact_utils.get_single_instance(output_dict[standard_component_specs.BLESSING_KEY])
+    moved = drift["drifted_features"]
+    reason = (
+        f"data drift: {len(moved)} measurement(s) moved by more than Jensen-Shannon {drift['js_bound']:g} "
+        f"against the previous training window ({', '.join(moved[:5])}{', ...' if len(moved) > 5 else ''})"
+    )
+    blessed = os.path.join(blessing.uri, constants.BLESSED_FILE_NAME)
+    if tf.io.gfile.exists(blessed):
+        tf.io.gfile.remove(blessed)
+    with tf.io.gfile.GFile(os.path.join(blessing.uri, constants.NOT_BLESSED_FILE_NAME), "w") as f:
+        f.write(reason)
+    blessing.set_int_custom_property(constants.ARTIFACT_PROPERTY_BLESSED_KEY, constants.NOT_BLESSED_VALUE)
+    blessing.set_string_custom_property(REASON_PROPERTY, reason)
+    logging.warning("Blessing withheld: %s", reason)

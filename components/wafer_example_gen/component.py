@@ -1,13 +1,20 @@
 """WaferExampleGen: an ExampleGen for wafer-test files (Parquet today, STDF V4 by the same path).
 
 It keeps TFX's FileBasedDriver, so span/version resolution and the input fingerprint that drives
-caching are TFX's own; it adds three typed parameters: the input format, where the final-test
-labels sidecar lives, and what to do with a file that cannot be read.
+caching are TFX's own; it adds typed parameters: the input format, where the final-test
+labels sidecar lives (`{SPAN}` in it is this execution's span), what to do with a file that cannot
+be read, and how lots are dealt to the splits.
+
+It is a FileBasedExampleGen subclass (with its own spec and constructor) so that the Kubeflow V2
+compiler gives its task TFX's driver as a pre-cache-check hook: the driver resolves the newest
+span and fingerprints the input files before KFP looks for a cached result, so new files under
+the same data root are a new execution there too, not a cache hit.
 """
 
 from __future__ import annotations
 
 from tfx import types
+from tfx.components import FileBasedExampleGen
 from tfx.components.example_gen import driver
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
@@ -47,7 +54,7 @@ def lot_split_output_config(train: int = 3, validation: int = 1, test: int = 2) 
     )
 
 
-class WaferExampleGen(base_beam_component.BaseBeamComponent):
+class WaferExampleGen(FileBasedExampleGen):
     """Die-level tf.Examples from a directory of wafer-test files and a labels sidecar."""
 
     SPEC_CLASS = WaferExampleGenSpec
@@ -96,4 +103,5 @@ class WaferExampleGen(base_beam_component.BaseBeamComponent):
             split_by=split_by,
             examples=types.Channel(type=standard_artifacts.Examples),
         )
-        super().__init__(spec=spec)
+        # FileBasedExampleGen's constructor builds TFX's own spec; this component's spec has more.
+        base_beam_component.BaseBeamComponent.__init__(self, spec=spec)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,6 +84,18 @@ _NOT_IN_EXAMPLES = ("sort_pass",)
 
 def _resolve(base: str, pattern: str) -> str:
     return pattern if os.path.isabs(pattern) or "://" in pattern else os.path.join(base, pattern)
+
+
+def labels_pattern(exec_properties: dict[str, Any]) -> str:
+    """The labels sidecar's glob with this execution's span in place of `{SPAN}` (or `{SPAN:N}`,
+    zero-padded to N digits, as TFX writes it in input patterns): each span's labels beside its files."""
+    pattern = exec_properties[LABELS_PATTERN_KEY]
+    if "{SPAN" not in pattern:
+        return pattern
+    span = exec_properties.get("span")
+    if span is None:
+        raise ValueError(f"labels pattern {pattern!r} has a span placeholder but the input pattern has none")
+    return re.sub(r"\{SPAN(?::(\d+))?\}", lambda m: str(int(span)).zfill(int(m.group(1) or 0)), pattern)
 
 
 def _matching_files(pattern: str, what: str) -> list[str]:
@@ -176,8 +189,17 @@ class _JoinLabels(beam.DoFn):
         reads: list[WaferRead] = list(grouped["dies"])
         label_frames = list(grouped["labels"])
         labels = pd.concat(label_frames, ignore_index=True) if label_frames else pd.DataFrame(columns=JOIN_KEYS)
-        stats = dict.fromkeys(("examples", "excluded_sort_fail", "rejected_no_label",
-                               "superseded_retests", "orphan_labels", "duplicate_labels"), 0)
+        stats = dict.fromkeys(
+            (
+                "examples",
+                "excluded_sort_fail",
+                "rejected_no_label",
+                "superseded_retests",
+                "orphan_labels",
+                "duplicate_labels",
+            ),
+            0,
+        )
         # A die listed twice in the sidecar: counted and reported; the last row is the one used.
         labels = labels.astype({"x": np.int64, "y": np.int64})
         stats["duplicate_labels"] = int(labels.duplicated(subset=JOIN_KEYS).sum())
@@ -270,7 +292,7 @@ def _read_and_join(pipeline: beam.Pipeline, exec_properties: dict[str, Any], spl
     input_format = exec_properties[INPUT_FORMAT_KEY]
     policy = exec_properties[BAD_FILE_POLICY_KEY]
     files = _matching_files(_resolve(input_base, split_pattern), f"{input_format} input")
-    label_files = _matching_files(_resolve(input_base, exec_properties[LABELS_PATTERN_KEY]), "label sidecar")
+    label_files = _matching_files(_resolve(input_base, labels_pattern(exec_properties)), "label sidecar")
     logging.info("Ingesting %d %s files and %d label files", len(files), input_format, len(label_files))
     name = split_pattern.replace("/", "_").replace("*", "x")
 
@@ -279,14 +301,9 @@ def _read_and_join(pipeline: beam.Pipeline, exec_properties: dict[str, Any], spl
         | "ListFiles" >> beam.Create(files)
         | "SpreadFiles" >> beam.Reshuffle()
         | "ReadFiles"
-        >> beam.ParDo(_ReadFile(input_format, policy)).with_outputs(_ReadFile.STATS, _ReadFile.PROGRAMS,
-                                                                   main="wafers")
+        >> beam.ParDo(_ReadFile(input_format, policy)).with_outputs(_ReadFile.STATS, _ReadFile.PROGRAMS, main="wafers")
     )
-    labels = (
-        pipeline
-        | "ListLabelFiles" >> beam.Create(label_files)
-        | "ReadLabels" >> beam.FlatMap(_read_labels)
-    )
+    labels = pipeline | "ListLabelFiles" >> beam.Create(label_files) | "ReadLabels" >> beam.FlatMap(_read_labels)
     joined = (
         {"dies": read.wafers, "labels": labels}
         | "GroupByLot" >> beam.CoGroupByKey()
@@ -334,8 +351,9 @@ def split_assignment(lot_starts: dict[str, int], weights: list[int], split_by: s
     key = (lambda lot: (lot_starts[lot], lot)) if split_by == "time" else _random_key
     lots = sorted(lot_starts, key=key)
     if len(lots) < len(weights):
-        raise ValueError(f"splitting by lot into {len(weights)} splits needs at least {len(weights)} lots, "
-                         f"got {len(lots)}: {lots}")
+        raise ValueError(
+            f"splitting by lot into {len(weights)} splits needs at least {len(weights)} lots, got {len(lots)}: {lots}"
+        )
     total = sum(weights)
     counts = [max(1, int(len(lots) * w / total)) for w in weights]
     while sum(counts) > len(lots):  # too many after the minimum of one: take from the largest
@@ -413,8 +431,9 @@ class Executor(BaseExampleGenExecutor):
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 (TFX API)
         if exec_properties[INPUT_FORMAT_KEY] not in READERS:
-            raise ValueError(f"unknown input_format {exec_properties[INPUT_FORMAT_KEY]!r}; "
-                             f"choose from {sorted(READERS)}")
+            raise ValueError(
+                f"unknown input_format {exec_properties[INPUT_FORMAT_KEY]!r}; choose from {sorted(READERS)}"
+            )
         if exec_properties[BAD_FILE_POLICY_KEY] not in BAD_FILE_POLICIES:
             raise ValueError(f"bad_file_policy must be one of {BAD_FILE_POLICIES}")
         if (exec_properties.get(SPLIT_BY_KEY) or "lot_random") not in SPLIT_BY:
@@ -434,8 +453,11 @@ class Executor(BaseExampleGenExecutor):
             report.pop(key, None)
         with tf.io.gfile.GFile(os.path.join(examples.uri, test_program.PROGRAM_FILE), "w") as f:
             f.write(program.to_json())
-        report["test_program"] = {"tests": len(program.tests), "changes": len(program.changes),
-                                  "good_hard_bins": program.good_hard_bins}
+        report["test_program"] = {
+            "tests": len(program.tests),
+            "changes": len(program.changes),
+            "good_hard_bins": program.good_hard_bins,
+        }
         # Count what actually landed in each split: the accounting above is of what the join
         # emitted, and a runner that loses a bundle must fail the run, not shrink the data.
         report["examples_per_split"] = {

@@ -11,6 +11,8 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 
+from models import features
+
 # Drift bounds (TFDV comparators): Jensen-Shannon divergence for numeric features, L-infinity
 # distance between value shares for categorical ones. 0.1 is TFDV's documented example bound.
 JS_BOUND = 0.1
@@ -23,14 +25,24 @@ def split_statistics(uri: str, split: str = DRIFT_SPLIT):
     return tfdv.load_stats_binary(os.path.join(uri, f"Split-{split}", "FeatureStats.pb"))
 
 
-def drift(current, previous, schema: schema_pb2.Schema) -> list[dict]:
+def drift(
+    current, previous, schema: schema_pb2.Schema, js_bound: float = JS_BOUND, measurements_only: bool = False
+) -> list[dict]:
     """Every feature's drift between two runs' statistics, largest first: TFDV's comparators on a
-    copy of the schema with a drift comparator on every feature."""
+    copy of the schema with a drift comparator on every feature (`measurements_only`: on the tester's
+    FLOAT measurements alone, not identifiers, coordinates, the label or the wafer context and screens
+    the ingest derives per wafer and lot, whose few values per wafer make a histogram of a handful of
+    wafers, not of dies). A bound of 0 or less still measures every feature (TFDV needs a positive
+    threshold) and flags none."""
     schema = schema_pb2.Schema.FromString(schema.SerializeToString())
+    threshold = js_bound if js_bound > 0 else 1e-12
+    derived = set(features.NON_TEST_INPUTS) if measurements_only else set()
     for feature in schema.feature:
-        if feature.type in (schema_pb2.FLOAT, schema_pb2.INT):
-            feature.drift_comparator.jensen_shannon_divergence.threshold = JS_BOUND
-        else:
+        if feature.name in derived:
+            continue
+        if feature.type == schema_pb2.FLOAT or (feature.type == schema_pb2.INT and not measurements_only):
+            feature.drift_comparator.jensen_shannon_divergence.threshold = threshold
+        elif not measurements_only:
             feature.drift_comparator.infinity_norm.threshold = L_INFTY_BOUND
     anomalies = tfdv.validate_statistics(current, schema, previous_statistics=previous)
     rows = []
@@ -42,9 +54,33 @@ def drift(current, previous, schema: schema_pb2.Schema) -> list[dict]:
                     "measure": anomalies_pb2.DriftSkewInfo.Measurement.Type.Name(m.type).lower(),
                     "value": float(m.value),
                     "bound": float(m.threshold),
-                    "over": bool(m.value > m.threshold),
+                    "over": bool(m.threshold > 1e-12 and m.value > m.threshold),
                 }
             )
+    return sorted(rows, key=lambda r: -r["value"])
+
+
+def skew(training, serving, js_bound: float = JS_BOUND) -> list[dict]:
+    """Training-serving skew of every test measurement both statistics hold, largest first: TFDV's
+    Jensen-Shannon skew comparator (the serving data are the dies a client scored)."""
+    schema = tfdv.infer_schema(training)
+    served = {".".join(f.path.step) or f.name for d in serving.datasets for f in d.features}
+    derived = set(features.NON_TEST_INPUTS)
+    threshold = js_bound if js_bound > 0 else 1e-12
+    for feature in schema.feature:
+        if feature.type == schema_pb2.FLOAT and feature.name in served and feature.name not in derived:
+            feature.skew_comparator.jensen_shannon_divergence.threshold = threshold
+    anomalies = tfdv.validate_statistics(training, schema, serving_statistics=serving)
+    rows = [
+        {
+            "feature": ".".join(info.path.step),
+            "value": float(m.value),
+            "bound": js_bound,
+            "over": bool(js_bound > 0 and m.value > js_bound),
+        }
+        for info in anomalies.drift_skew_info
+        for m in info.skew_measurements
+    ]
     return sorted(rows, key=lambda r: -r["value"])
 
 
