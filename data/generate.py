@@ -28,7 +28,15 @@ def _product_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line's options, each with its help."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="dataset directory to write (wafers/, labels/, manifest.json)")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options, each with its help and default (also `waferflow generate`'s, pipeline/cli.py)."""
+    parser.add_argument(
+        "--out", required=True, help="dataset directory to write (wafers/, labels/, manifest.json); required"
+    )
     parser.add_argument("--product", choices=sorted(PRODUCTS), default=DEFAULT_PRODUCT, help=_product_help())
     parser.add_argument("--lots", type=int, default=GeneratorConfig.lots, help="number of lots (default %(default)s)")
     parser.add_argument(
@@ -54,12 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=GeneratorConfig.program_revision,
         help="test program revision written as MIR JOB_REV (default %(default)s)",
     )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Write the dataset the command line asks for; print a summary and return the manifest."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Write the dataset parsed options ask for; print a summary and return the manifest."""
     config = GeneratorConfig(
         lots=args.lots,
         wafers_per_lot=args.wafers_per_lot,
