@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import sys
 import time
 import webbrowser
@@ -43,7 +44,7 @@ def one_line(error: BaseException) -> str:
     if not lines:
         return type(error).__name__
     text = lines[-1] if lines[0].startswith("Traceback") else lines[0]
-    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}"
+    return text if re.match(r"[\w.]+(Error|Exception): ", text) else f"{type(error).__name__}: {text}"
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:

@@ -177,11 +177,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, config_class: type = RunConfig) -> None:
     """Flags for every RunConfig field (`--epochs 20`, `--no-enable-tuning`, `--beam-arg X`), each
     with the field's help and default. A field declared without `option(default, help)` is a
     TypeError here, so a new field cannot reach the command line undocumented."""
-    for field in dataclasses.fields(RunConfig):
+    for field in dataclasses.fields(config_class):
         if not field.metadata.get("help"):
             raise TypeError(f"RunConfig.{field.name} has no help text: declare it with option(default, help)")
         help_text = field.metadata["help"].replace("%", "%%")
