@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lint generate clean
+.PHONY: venv run test lint generate report clean
 
 venv: $(STAMP)
 
@@ -21,8 +21,9 @@ $(STAMP): requirements.txt setup.py
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# `waferflow` is the console script setup.py declares (installed editable above).
 run: venv
-	$(PY) -m pipeline.local_runner $(ARGS)
+	$(VENV)/bin/waferflow run $(ARGS)
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -32,7 +33,11 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 generate: venv
-	$(PY) -m data.generate --out output/data $(ARGS)
+	$(VENV)/bin/waferflow generate --out output/data $(ARGS)
+
+# The last run's headline and report path; `make report ARGS=--open` opens it in a browser.
+report: venv
+	$(VENV)/bin/waferflow report $(ARGS)
 
 clean:
 	rm -rf output
@@ -47,7 +52,7 @@ KFP_OUT ?= output/kfp/waferflow.yaml
 # Kubeflow Pipelines 2.x package (KFP IR YAML) from the same create_pipeline (docs/kubeflow.md).
 # e.g. make kfp ARGS="--image REGISTRY/waferflow:TAG --pipeline-root gs://B/root --data-root gs://B/data"
 kfp: venv
-	$(PY) -m pipeline.kubeflow_runner --output $(KFP_OUT) $(ARGS)
+	$(VENV)/bin/waferflow kfp --output $(KFP_OUT) $(ARGS)
 
 # End-to-end wall time and peak memory against dataset size, plus a cached re-run (docs/beam.md).
 benchmark-pipeline: venv

@@ -14,6 +14,10 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["pipeline*", "components*", "models*", "data*"]),
     entry_points={
-        "console_scripts": ["waferflow-generate=data.generate:main", "waferflow-predict=pipeline.predict:main"]
+        "console_scripts": [
+            "waferflow=pipeline.cli:main",
+            "waferflow-generate=pipeline.cli:generate_main",
+            "waferflow-predict=pipeline.cli:predict_main",
+        ]
     },
 )

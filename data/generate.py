@@ -32,7 +32,15 @@ def _product_help() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line's options, each with its help."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="dataset directory to write (wafers/, labels/, manifest.json)")
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options, each with its help and default (also `waferflow generate`'s, pipeline/cli.py)."""
+    parser.add_argument(
+        "--out", required=True, help="dataset directory to write (wafers/, labels/, manifest.json); required"
+    )
     parser.add_argument("--product", choices=sorted(PRODUCTS), default=DEFAULT_PRODUCT, help=_product_help())
     parser.add_argument("--lots", type=int, default=GeneratorConfig.lots, help="number of lots (default %(default)s)")
     parser.add_argument(
@@ -60,28 +68,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--span",
-        type=int,
+        type=_span_number,
         default=None,
         help="write span K (K >= 1) into <out>/span-K/ with lots of its own: the daily-batch layout that "
-        "`--spans` runs read (default: no spans, the files go straight into <out>)",
+        "`waferflow run --spans` reads (default: no spans, the files go straight into <out>)",
     )
     parser.add_argument(
         "--drift-per-span",
         type=float,
         default=GeneratorConfig.drift_per_span,
-        help="slow process drift: every lot's process moves this many population sigmas per span "
+        help="slow process drift: every lot's threshold voltage moves this many population sigmas per span "
         "(default %(default)s: none)",
     )
-    return parser
+
+
+def _span_number(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Write the dataset the command line asks for; print a summary and return the manifest."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.span is not None and args.span < 1:
-        parser.error(f"--span must be 1 or more, got {args.span}")
-    out = os.path.join(args.out, span_folder(args.span)) if args.span is not None else args.out
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Write the dataset parsed options ask for; print a summary and return the manifest."""
     config = GeneratorConfig(
         lots=args.lots,
         wafers_per_lot=args.wafers_per_lot,
@@ -91,6 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         span=args.span or 0,
         drift_per_span=args.drift_per_span,
     )
+    out = os.path.join(args.out, span_folder(args.span)) if args.span is not None else args.out
     manifest = write_dataset(config, out, args.format)
     summary = {k: manifest[k] for k in ("product", "dies", "sort_pass", "sort_yield", "ft_fail", "ft_fail_rate")}
     print(json.dumps({"out": out, **summary}, indent=1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging as pylogging
 import os
 import tempfile
 
@@ -168,6 +169,27 @@ def _hyperparameters(fn_args) -> keras_tuner.HyperParameters:
     return model.get_hyperparameters()
 
 
+class EpochProgress(keras.callbacks.Callback):
+    """One record per epoch on the `waferflow.progress` logger, with `step`, `total` and `unit`
+    attributes: `waferflow run` shows them as a progress bar or a line per epoch (pipeline/console.py).
+    The logger stays below INFO, so silent, unless a console listens."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        pylogging.getLogger("waferflow.progress").info(
+            "Trainer epoch %d/%d: loss %.4f, val_auc %.4f",
+            epoch + 1,
+            self.epochs,
+            logs.get("loss", float("nan")),
+            logs.get("val_auc", float("nan")),
+            extra={"step": epoch + 1, "total": self.epochs, "unit": "epoch"},
+        )
+
+
 # Called by the Trainer component.
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Train the model on transformed examples and export it with the Transform graph inside.
@@ -226,6 +248,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                     monitor="val_auc", mode="max", factor=0.5, patience=max(1, patience - 1)
                 ),
                 keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+                EpochProgress(max_epochs),
             ],
             verbose=2,
         )

@@ -8,86 +8,150 @@ import os
 import re
 
 from data.products import PRODUCTS
+from data.readers import READERS
 from data.writers import SPAN_FOLDER, wafer_file_pattern
 from pipeline import beam_args as beam_profiles
+from pipeline.console import ArgumentParser
+
+
+def option(default, help: str, **argparse_kwargs):  # noqa: A002 (argparse's name)
+    """A RunConfig field with what its command-line flag says about it: the help text (the one
+    place an option is described; `add_arguments` refuses a field without one) and argparse
+    extras such as `choices`."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_kwargs})
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything a local run needs; runners turn it into `create_pipeline(...)` arguments."""
 
-    output_dir: str = "output"
-    data_dir: str = ""  # default: <output_dir>/data, generated if missing
-    # One pipeline (MLMD contexts, blessed-model baseline, serving directory) per product: empty
-    # means "waferflow" (your own files, or the default product) and "waferflow-<product>" for
-    # another synthetic product, so its model is never gated against another product's.
-    pipeline_name: str = ""
-    # Synthetic data, used when data_dir has no dataset yet: a built-in product (data/products).
-    product: str = "WF7N"
-    lots: int = 20
-    wafers_per_lot: int = 5
-    seed: int = 42
-    # Input.
-    input_format: str = "stdf"  # a key of data.readers.READERS: "stdf" (STDF V4 files) or "parquet"
-    bad_file_policy: str = "fail"
-    # Lot-disjoint train / validation / test splits (3:1:2): "lot_random" (exact proportions),
-    # "lot_hash" (stable per lot) or "time" (oldest lots train, newest test: use it on real data).
-    split_by: str = "lot_random"
-    input_pattern: str = ""  # glob of tester files under the data dir; default: see `file_pattern`
-    labels_pattern: str = "labels/*.parquet"  # final-test labels sidecar(s), relative to the data dir
-    # New lots every day: the data dir holds one folder per span (span-1/, span-2/, ... each laid out
-    # as a dataset: wafers/, labels/). A run ingests the newest span only and trains on the newest
-    # `span_window` spans (components/resolver_strategies.py).
-    spans: bool = False
-    span_window: int = 3
-    # A curated schema (schema.pbtxt, reviewed and kept with the project) instead of one inferred from
-    # each run's data: ImportSchemaGen, and ExampleValidator checks every new span against it.
-    schema_file: str = ""
-    # Drift gate: the newest data's tests against the earlier spans of the training window (or the
-    # previous run's data), TFDV's Jensen-Shannon divergence; a test over this bound against every
-    # earlier span withholds the blessing, so nothing is pushed. 0 reports drift without gating.
-    drift_bound: float = 0.2
-    # Features: a test within this many robust sigmas of a limit counts as near it (models/preprocessing.py).
-    guard_band: float = 1.5
-    limit_features: bool = True  # per-test margins to the limits and per-die summaries (off: ablation)
-    # Training.
-    # Training: an epoch is one pass over the training split, so the budget follows the data;
-    # early stopping on validation AUC (after `patience` epochs without a gain) ends it sooner.
-    epochs: int = 30
-    patience: int = 3
-    batch_size: int = 256
-    enable_tuning: bool = True
-    tuner_trials: int = 3
-    tuner_epochs: int = 2  # full passes per trial
-    strategy: str = "mirrored"
-    mixed_precision: bool = True
-    # Evaluation gate.
-    min_auc: float = 0.6
-    # The change gate against the last blessed model refuses a drop in test AUC larger than the
-    # test split's noise explains (paired lot bootstrap, one-sided 95%), and any drop over this cap.
-    max_auc_drop: float = 0.02
-    operating_threshold: float = 0.1  # precision / recall are reported at this probability
-    # The ink decision: what an escape (a final-test fail not inked) and an overkill (a good die
-    # inked) cost, in any unit; the Trainer picks the threshold that minimises their sum on validation.
-    escape_cost: float = 50.0
-    overkill_cost: float = 1.0
-    # Exports of the blessed model beside the Pusher (components/tflite_exporter, onnx_exporter).
-    export_tflite: bool = True
-    tflite_int8: bool = False  # also an int8 post-training-quantized TF Lite model
-    export_onnx: bool = True
-    # The run report (components/wafer_report): wafer maps, bins, yield, sites, the model, data health.
-    report: bool = True
-    # Beam: a profile from pipeline/beam_args.py (direct | dataflow | flink | spark), the direct
-    # runner's mode and workers, plus any extra arguments passed through verbatim (they win).
-    # multi_processing: one SDK worker process per core, each bootstrapped by
-    # pipeline/beam_worker_setup.py (docs/beam.md says why not multi_threading).
-    beam_profile: str = "direct"
-    direct_running_mode: str = "multi_processing"
-    # Each multi_processing worker holds its own TensorFlow (~1-2 GB): cap by default so a many-core
-    # server does not run out of memory; 0 means one worker per CPU core (docs/beam.md).
-    direct_num_workers: int = 2
-    beam_args: tuple[str, ...] = ()
-    enable_cache: bool = True
+    output_dir: str = option(
+        "output",
+        "where everything goes: data/, pipeline_root/, metadata/, serving_model/, logs/ and run_summary.json",
+    )
+    data_dir: str = option(
+        "",
+        "a folder of your own tester files and labels to ingest (default: the synthetic product's dataset "
+        "in <output-dir>/data/<product>, generated if missing)",
+    )
+    pipeline_name: str = option(
+        "",
+        "one pipeline (MLMD contexts, blessed-model baseline, serving directory) per product (default: "
+        "'waferflow' for your own files or the default product, 'waferflow-<product>' for another synthetic "
+        "product, so its model is never gated against another product's)",
+    )
+    product: str = option(
+        "WF7N",
+        "built-in synthetic product to generate when --data-dir is not given (data/products.py)",
+        choices=sorted(PRODUCTS),
+    )
+    lots: int = option(20, "lots in the generated synthetic dataset (used only when it is not there yet)")
+    wafers_per_lot: int = option(5, "wafers per lot in the generated synthetic dataset")
+    seed: int = option(42, "seed of the generated dataset and of the model's initialisation and shuffling")
+    input_format: str = option(
+        "stdf", "tester file format: STDF V4 files or Parquet (data/readers.py)", choices=sorted(READERS)
+    )
+    bad_file_policy: str = option(
+        "fail",
+        "what an unreadable tester file does: 'fail' stops the run, 'quarantine' skips it and lists and counts it",
+    )
+    split_by: str = option(
+        "lot_random",
+        "how lots are dealt to the lot-disjoint train / validation / test splits (3:1:2): 'lot_random' "
+        "(exact proportions), 'lot_hash' (stable per lot) or 'time' (oldest lots train, newest test: use it "
+        "on real data)",
+    )
+    input_pattern: str = option(
+        "",
+        "glob of tester files under the data dir (default: the generated layout, wafers/*/*.stdf* for STDF "
+        "with .gz and .bz2 archives, wafers/*/*.parquet for Parquet)",
+    )
+    labels_pattern: str = option("labels/*.parquet", "glob of the final-test labels sidecar(s) under the data dir")
+    spans: bool = option(
+        False,
+        "new lots every day: the data dir holds one folder per span (span-1/, span-2/, ..., each with wafers/ "
+        "and labels/, as `waferflow generate --span K` writes them); a run ingests the newest span only and "
+        "trains on the newest --span-window spans",
+    )
+    span_window: int = option(3, "with --spans: how many of the newest spans the model trains on")
+    schema_file: str = option(
+        "",
+        "a curated schema (schema.pbtxt: the first run's, reviewed, kept with the project; `python -m "
+        "pipeline.schema` writes it) that every new span is validated against (default: none, the schema is "
+        "inferred from each run's data)",
+    )
+    drift_bound: float = option(
+        0.2,
+        "drift gate: the largest Jensen-Shannon divergence a test of the newest data may have from every earlier "
+        "span of the training window (without spans: from the previous run's data) before the model is not "
+        "blessed, so not pushed; 0 reports drift without gating",
+    )
+    guard_band: float = option(
+        1.5, "a test within this many robust sigmas of a limit counts as near it (models/preprocessing.py)"
+    )
+    limit_features: bool = option(
+        True, "per-test margins to the limits and per-die summaries as features (--no-limit-features: ablation)"
+    )
+    epochs: int = option(
+        30,
+        "the most training epochs; an epoch is one pass over the training split, so the budget follows the "
+        "data, and early stopping on validation AUC usually ends it sooner",
+    )
+    patience: int = option(3, "epochs without a better validation AUC before training stops (best weights kept)")
+    batch_size: int = option(256, "training batch size per replica")
+    enable_tuning: bool = option(
+        True, "run the KerasTuner search before training (--no-enable-tuning: the Trainer uses the defaults)"
+    )
+    tuner_trials: int = option(3, "hyperparameter sets the Tuner tries")
+    tuner_epochs: int = option(2, "full passes over the training split per Tuner trial")
+    strategy: str = option(
+        "mirrored",
+        "distribution strategy: 'mirrored' (all local devices) or 'multi_worker_mirrored' (several hosts, "
+        "configured by the orchestrator's TF_CONFIG)",
+        choices=("mirrored", "multi_worker_mirrored"),
+    )
+    mixed_precision: bool = option(True, "mixed precision: bfloat16 on CPU, float16 on GPU")
+    min_auc: float = option(0.6, "the blessing gate's floor on test AUC")
+    max_auc_drop: float = option(
+        0.02,
+        "the change gate against the last blessed model refuses a drop in test AUC larger than the test "
+        "split's noise explains (paired lot bootstrap, one-sided 95%), and any drop over this cap",
+    )
+    operating_threshold: float = option(0.1, "the probability at which precision and recall are reported")
+    escape_cost: float = option(
+        50.0,
+        "cost of an escape (a final-test fail not inked), in any unit; the Trainer picks the ink threshold "
+        "that minimises escapes x escape cost + overkills x overkill cost on validation",
+    )
+    overkill_cost: float = option(1.0, "cost of an overkill (a good die inked), in the same unit as --escape-cost")
+    export_tflite: bool = option(True, "export the blessed model to TF Lite beside the Pusher (float32)")
+    tflite_int8: bool = option(False, "also an int8 post-training-quantized TF Lite model")
+    export_onnx: bool = option(True, "export the blessed model to ONNX beside the Pusher")
+    report: bool = option(
+        True, "write the HTML run report (wafer maps, bins, yield, sites, the model, data health; about a minute)"
+    )
+    beam_profile: str = option(
+        "direct",
+        "Beam argument set from pipeline/beam_args.py; --beam-arg flags are added after it and win",
+        choices=sorted(beam_profiles.PROFILES),
+    )
+    direct_running_mode: str = option(
+        "multi_processing",
+        "the DirectRunner's mode: 'multi_processing' runs one SDK worker process per worker, each bootstrapped "
+        "by pipeline/beam_worker_setup.py ('multi_threading' loses records, docs/beam.md)",
+        choices=beam_profiles.DIRECT_RUNNING_MODES,
+    )
+    direct_num_workers: int = option(
+        2,
+        "DirectRunner worker processes; each holds its own TensorFlow (~1-2 GB), so capped by default to keep a "
+        "many-core server in memory; 0 means one per CPU core (docs/beam.md)",
+    )
+    beam_args: tuple[str, ...] = option(
+        (),
+        "extra Beam pipeline argument, repeatable, passed verbatim and winning over the profile's "
+        "(e.g. --beam-arg=--runner=FlinkRunner; default: none)",
+    )
+    enable_cache: bool = option(True, "reuse a component's earlier execution when its inputs and settings match")
 
     def __post_init__(self) -> None:
         if self.span_window < 1:
@@ -150,32 +214,40 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def parse_args(argv: list[str] | None = None, description: str = "") -> RunConfig:
-    """Flags for every RunConfig field (`--epochs 20`, `--no-enable-tuning`, `--beam-arg X`)."""
-    parser = argparse.ArgumentParser(description=description)
-    for field in dataclasses.fields(RunConfig):
+def add_arguments(parser: argparse.ArgumentParser, config_class: type = RunConfig) -> None:
+    """Flags for every RunConfig field (`--epochs 20`, `--no-enable-tuning`, `--beam-arg X`), each
+    with the field's help and default. A field declared without `option(default, help)` is a
+    TypeError here, so a new field cannot reach the command line undocumented."""
+    for field in dataclasses.fields(config_class):
+        if not field.metadata.get("help"):
+            raise TypeError(f"RunConfig.{field.name} has no help text: declare it with option(default, help)")
+        help_text = field.metadata["help"].replace("%", "%%")
+        extra = {k: v for k, v in field.metadata.items() if k != "help"}
         if field.name == "beam_args":
-            parser.add_argument(
-                "--beam-arg",
-                dest="beam_args",
-                action="append",
-                default=[],
-                help="extra Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=FlinkRunner)",
-            )
-        elif field.name == "product":
-            parser.add_argument(
-                "--product",
-                choices=sorted(PRODUCTS),
-                default=field.default,
-                help="built-in synthetic product to generate when --data-dir is not given",
+            action = parser.add_argument(
+                "--beam-arg", dest="beam_args", action="append", default=[], help=help_text, **extra
             )
         elif field.type == "bool":
-            parser.add_argument(
-                _flag(field.name), dest=field.name, action=argparse.BooleanOptionalAction, default=field.default
-            )
+            kwargs = dict(action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
+            action = parser.add_argument(_flag(field.name), dest=field.name, **kwargs, **extra)
         else:
             kind = {"int": int, "float": float}.get(field.type, str)
-            parser.add_argument(_flag(field.name), dest=field.name, type=kind, default=field.default)
-    values = vars(parser.parse_args(argv))
+            kwargs = dict(type=kind, default=field.default, help=help_text)
+            action = parser.add_argument(_flag(field.name), dest=field.name, **kwargs, **extra)
+        # An empty default ("", ()) means "derived" and its help says from what.
+        if field.default not in ("", ()) and "%(default)" not in action.help:
+            action.help += " (default: %(default)s)"
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of parsed flags (other attributes of `args` are ignored)."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(RunConfig)}
     values["beam_args"] = tuple(values["beam_args"])
     return RunConfig(**values)
+
+
+def parse_args(argv: list[str] | None = None, description: str = "") -> RunConfig:
+    """RunConfig from command-line flags; a bad value is one line on stderr and exit status 2."""
+    parser = ArgumentParser(description=description)
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(argv))

@@ -476,19 +476,33 @@ def make_scorer(args: argparse.Namespace) -> Scorer:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="+", help="tester files or glob patterns (quote them)")
-    parser.add_argument("--input-format", choices=sorted(READERS), help="default: from the file extension")
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options, each with its help and default (also `waferflow predict`'s, pipeline/cli.py)."""
+    parser.add_argument("inputs", nargs="+", help="tester files or glob patterns (quote them); required")
+    parser.add_argument(
+        "--input-format", choices=sorted(READERS), help="reader for the files (default: from the file extension)"
+    )
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--model", help="local model: SavedModel directory, .tflite or .onnx file")
-    target.add_argument("--rest", help="TF Serving REST base URL, e.g. http://localhost:8501")
-    target.add_argument("--grpc", help="TF Serving gRPC target, e.g. localhost:8500")
-    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="TF Serving model name")
-    parser.add_argument("--model-version", type=int, help="TF Serving model version (default: latest)")
+    target.add_argument(
+        "--model", help="local model: SavedModel directory, .tflite or .onnx file (required: this, --rest or --grpc)"
+    )
+    target.add_argument(
+        "--rest", help="TF Serving REST base URL, e.g. http://localhost:8501 (required: this, --model or --grpc)"
+    )
+    target.add_argument(
+        "--grpc", help="TF Serving gRPC target, e.g. localhost:8500 (required: this, --model or --rest)"
+    )
+    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="TF Serving model name (default: %(default)s)")
+    parser.add_argument("--model-version", type=int, help="TF Serving model version (default: the latest)")
     parser.add_argument(
         "--signature",
         choices=SIGNATURES,
         default=SERVING_DEFAULT,
-        help="server or SavedModel signature (TF Lite and ONNX are always dense)",
+        help="server or SavedModel signature; TF Lite and ONNX are always dense (default: %(default)s)",
     )
     parser.add_argument(
         "--model-dir",
@@ -496,31 +510,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="dense_columns",
         help="with --rest/--grpc: the pushed SavedModel directory (or its assets/dense_columns.json) whose "
         "dense column order and operating point to use; needed for --signature serve_dense and for the ink "
-        "decision, used to report unmapped tests",
+        "decision, used to report unmapped tests (default: none, so no ink column from a server)",
     )
-    parser.add_argument("--batch-size", type=int, default=512, help="dies per request / model call")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per server request")
-    parser.add_argument("--out", required=True, help="predictions file: .csv or .parquet")
+    parser.add_argument(
+        "--batch-size", type=int, default=512, help="dies per request / model call (default: %(default)s)"
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per server request (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="predictions file: .csv or .parquet, by extension; required")
     parser.add_argument(
         "--skew-against",
         metavar="PATH",
         help="also measure training-serving skew of the scored dies' tests (TFDV Jensen-Shannon) against the "
         "training data: a run's output directory (its newest training window), a statistics artifact "
-        "directory or a FeatureStats.pb; writes <out>.skew.json",
+        "directory or a FeatureStats.pb; writes <out>.skew.json (default: no skew measured)",
     )
     parser.add_argument(
-        "--pipeline-name", default="waferflow", help="with --skew-against a run's output directory: which pipeline"
+        "--pipeline-name",
+        default="waferflow",
+        help="with --skew-against a run's output directory: which pipeline (default: %(default)s)",
     )
     parser.add_argument(
-        "--skew-bound", type=float, default=0.1, help="Jensen-Shannon divergence a test may reach (default 0.1)"
+        "--skew-bound",
+        type=float,
+        default=0.2,  # the drift check's bound (components/drift_check/executor.py), not imported: no TFX here
+        help="Jensen-Shannon divergence a test of the scored dies may reach (default: %(default)s)",
     )
     parser.add_argument(
         "--ink-maps",
         metavar="DIR",
         help="also write each wafer's ink map, <lot>_<wafer>.txt and .csv, into DIR (needs the model's "
-        "operating point)",
+        "operating point; default: none written)",
     )
-    return parser.parse_args(argv)
 
 
 def model_tests(scorer: Scorer) -> list[str] | None:
@@ -530,7 +550,11 @@ def model_tests(scorer: Scorer) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run(parse_args(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the files parsed options name and write the predictions (and ink maps); 0 when done."""
     paths = sorted({p for pattern in args.inputs for p in (fs.glob(pattern) or [pattern])})
     missing = [p for p in paths if not fs.exists(p)]
     if missing:

@@ -88,7 +88,9 @@ def test_settings_that_lose_records_are_refused():
     with pytest.raises(ValueError, match="data_buffer_time_limit_ms"):
         beam_args.validate([*PROFILE_ARGS["flink"], "--experiments=data_buffer_time_limit_ms=500"])
     with pytest.raises(ValueError, match="multi_threading"):
-        parse_args(["--direct-running-mode", "multi_threading"]).beam_pipeline_args()
+        RunConfig(direct_running_mode="multi_threading").beam_pipeline_args()
+    with pytest.raises(SystemExit):  # the flag's choices refuse it; its help says why
+        parse_args(["--direct-running-mode", "multi_threading"])
 
 
 def test_cli_profile_and_extra_arguments_win():
@@ -99,7 +101,9 @@ def test_cli_profile_and_extra_arguments_win():
     assert options.view_as(FlinkRunnerOptions).parallelism == 16
     assert options.view_as(FlinkRunnerOptions).flink_master == "prod:8081"
     with pytest.raises(ValueError, match="unknown Beam profile"):
-        parse_args(["--beam-profile", "samza"]).beam_pipeline_args()
+        RunConfig(beam_profile="samza").beam_pipeline_args()
+    with pytest.raises(SystemExit):
+        parse_args(["--beam-profile", "samza"])
 
 
 def test_local_default_is_multi_process_direct_runner_with_worker_setup():
