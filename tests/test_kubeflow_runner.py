@@ -269,3 +269,23 @@ def test_task_output_parameters_name_a_task_of_the_dag(spec):
         if parameter.HasField("task_output_parameter")
     ]
     assert producers == ["TransformConfig"]
+
+
+def test_every_artifact_type_title_imports_as_the_container_entrypoint_imports_it(package):
+    """kubeflow_v2_run_executor rebuilds a custom artifact type by importing its schema title
+    (`waferflow.ONNXModel`) as a class path; the `waferflow` module provides them."""
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
+    from tfx.utils import import_utils
+
+    with open(package) as f:
+        raw = yaml.safe_load(f)
+    titles = {
+        yaml.safe_load(definition["artifactType"]["instanceSchema"])["title"]
+        for component in raw["components"].values()
+        for group in ("inputDefinitions", "outputDefinitions")
+        for definition in component.get(group, {}).get("artifacts", {}).values()
+    }
+    custom = titles - set(compiler_utils.TITLE_TO_CLASS_PATH)
+    assert custom == {"waferflow.ONNXModel", "waferflow.TFLiteModel", "waferflow.WaferReport"}
+    for title in custom:
+        assert import_utils.import_class_by_path(title).TYPE_NAME == title
