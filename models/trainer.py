@@ -205,6 +205,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     patience = int(config.get(PATIENCE_KEY, 3))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     strategy = training.make_strategy(config.get(STRATEGY_KEY, "mirrored"))
+    # multi_worker_mirrored: every worker trains and saves, but only the chief's files are kept
+    # (training.is_chief); the others write to a scratch directory deleted at the end.
+    chief = training.is_chief(os.environ.get("TF_CONFIG"))
+    scratch = None if chief else tempfile.mkdtemp(prefix="non_chief_worker")
+    model_dir = fn_args.serving_model_dir if chief else os.path.join(scratch, "model")
+    run_dir = fn_args.model_run_dir if chief else scratch
     batch_size = int(config.get(BATCH_SIZE_KEY, 256)) * strategy.num_replicas_in_sync
 
     counts = training.count_split(
@@ -280,15 +286,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             "calibration": calibration.to_dict(),
             "validation_mean_prediction_over_mean_label": float(probabilities.mean() / max(labels.mean(), 1e-12)),
         }
-        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, training.BUDGET_FILE), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(run_dir, training.BUDGET_FILE), "w") as f:
             json.dump(budget, f, indent=2)
         export_serving_model(
             served,
             tf_transform_output,
             calibration,
-            fn_args.serving_model_dir,
+            model_dir,
             float(config.get(GUARD_BAND_KEY, features.DEFAULT_GUARD_BAND)),
             op,
         )
     finally:
         training.reset_policy()
+        if scratch:
+            tf.io.gfile.rmtree(scratch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import keras
@@ -137,6 +138,25 @@ def make_strategy(name: str = "mirrored") -> tf.distribute.Strategy:
     if name == "multi_worker_mirrored":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown distribution strategy {name!r}")
+
+
+def is_chief(tf_config: str | None) -> bool:
+    """Whether this process writes the model, from the TF_CONFIG the orchestrator set (or None).
+
+    TensorFlow's rule for MultiWorkerMirroredStrategy: every worker runs the same training and must
+    take part in saving (the variables are read with collectives), but only the chief's copy is
+    kept: the task of type "chief" (or "master", its older name that Vertex AI and TFX still
+    accept), else worker 0 when the cluster has neither. Without TF_CONFIG, or without a cluster in
+    it (one process, the default), that process is the chief. An "evaluator" or "ps" never is.
+    """
+    config = json.loads(tf_config) if tf_config else {}
+    cluster, task = config.get("cluster") or {}, config.get("task") or {}
+    if not cluster:
+        return True
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind in ("chief", "master"):
+        return True
+    return kind == "worker" and index == 0 and not {"chief", "master"} & set(cluster)
 
 
 def model_inputs_spec(tf_transform_output: tft.TFTransformOutput) -> ModelInputs:

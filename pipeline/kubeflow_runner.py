@@ -24,7 +24,7 @@ import yaml
 from tfx import v1 as tfx
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from pipeline import beam_args
+from pipeline import beam_args, kfp_resources
 from pipeline.beam_args import DEFAULT_IMAGE
 from pipeline.config import RunConfig, parse_args
 from pipeline.pipeline import create_pipeline
@@ -56,8 +56,13 @@ def compile_pipeline(
     pipeline_root: str = DEFAULT_PIPELINE_ROOT,
     data_root: str = DEFAULT_DATA_ROOT,
     serving_model_dir: str | None = None,
+    task_resources: list[str] = (),
 ) -> str:
-    """Write the KFP IR for `config` to `output` (YAML when it ends in .yaml/.yml) and return its path."""
+    """Write the KFP IR for `config` to `output` (YAML when it ends in .yaml/.yml) and return its path.
+
+    In YAML, every container task gets CPU and memory requests and limits (pipeline/kfp_resources.py:
+    the table, overridden by `task_resources`, e.g. ["Trainer=cpu:8,memory:32Gi,gpu:1"]).
+    """
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         # Schema 2.1 (typed `parameterType` inputs) is what the KFP 2.x SDK itself writes, and the
         # only schema TFX's YAML writer handles once the pipeline has runtime parameters.
@@ -69,16 +74,22 @@ def compile_pipeline(
     beam_args.validate(pipeline.beam_pipeline_args)  # refuse what would not start, or would lose records
     runner.run(pipeline)
     if output.endswith((".yaml", ".yml")):
-        _add_defaults(output, pipeline_root, {DATA_ROOT_PARAMETER: data_root})
+        _add_defaults(output, pipeline_root, {DATA_ROOT_PARAMETER: data_root}, list(task_resources))
     return output
 
 
-def _add_defaults(path: str, pipeline_root: str, parameter_defaults: dict[str, str]) -> None:
-    """Write the defaults TFX keeps only in a JSON job's runtime config into the YAML spec itself.
+def _add_defaults(path: str, pipeline_root: str, parameter_defaults: dict[str, str], task_resources: list[str]) -> None:
+    """Write into the YAML spec what KubeflowV2DagRunner leaves out or gets wrong for a KFP backend.
 
-    KubeflowV2DagRunner's YAML is the bare PipelineSpec: without this, the pipeline root and the
-    runtime parameters' defaults would be lost and every run would have to pass them. Here they are
-    written as the KFP SDK writes them (`defaultPipelineRoot`, `defaultValue` + `isOptional`).
+    - The defaults TFX keeps only in a JSON job's runtime config: KubeflowV2DagRunner's YAML is the
+      bare PipelineSpec, so without them the pipeline root and the runtime parameters' defaults would
+      be lost and every run would have to pass them. Written as the KFP SDK writes them
+      (`defaultPipelineRoot`, `defaultValue` + `isOptional`).
+    - Each container task's resources (pipeline/kfp_resources.py).
+    - The producer of a task-output parameter: TFX's step builder names it `<component id>_task`
+      (tfx/orchestration/kubeflow/v2/step_builder.py), but the DAG's task is `<component id>`, and
+      the KFP driver looks the producer up by task name ("producerTask task ... not found"). The
+      Transform's custom_config from TransformConfig is such a parameter.
     """
     with open(path) as f:
         text = f.read()
@@ -88,6 +99,14 @@ def _add_defaults(path: str, pipeline_root: str, parameter_defaults: dict[str, s
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     for name, value in parameter_defaults.items():
         parameters[name].update(defaultValue=value, isOptional=True)
+    kfp_resources.apply(spec, task_resources)
+    tasks = spec["root"]["dag"]["tasks"]
+    for task in tasks.values():
+        for parameter in task.get("inputs", {}).get("parameters", {}).values():
+            producer = parameter.get("taskOutputParameter", {})
+            name = producer.get("producerTask", "")
+            if name not in tasks and name.removesuffix("_task") in tasks:
+                producer["producerTask"] = name.removesuffix("_task")
     with open(path, "w") as f:
         f.write(header)
         yaml.safe_dump(spec, f, sort_keys=True)
@@ -116,13 +135,23 @@ def main(argv: list[str] | None = None) -> str:
         default=None,
         help="Pusher destination (default <pipeline-root>/serving_model/<pipeline name>)",
     )
+    parser.add_argument(
+        "--task-resources", action="append", default=[], metavar="TASK=key:value,...", help=kfp_resources.FLAG_HELP
+    )
     own, rest = parser.parse_known_args(argv)
+    for text in own.task_resources:  # fail before the minute of compiling, not after
+        try:
+            kfp_resources.parse_override(text, kfp_resources.TASK_RESOURCES)
+        except ValueError as error:
+            parser.error(str(error))
     if "-h" in rest or "--help" in rest:
         parser.print_help()
         print("\nTraining, evaluation and Beam flags are those of pipeline.local_runner:")
     # The local runner's flags for everything else; its output and data paths do not apply here.
     config = parse_args(rest, description="pipeline.kubeflow_runner (pipeline flags)")
-    path = compile_pipeline(config, own.output, own.image, own.pipeline_root, own.data_root, own.serving_model_dir)
+    path = compile_pipeline(
+        config, own.output, own.image, own.pipeline_root, own.data_root, own.serving_model_dir, own.task_resources
+    )
     print(f"wrote {path} (image {own.image}, pipeline root {own.pipeline_root}, data_root {own.data_root})")
     return path
 

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from kfp import components
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipeline import kubeflow_runner
+from pipeline import kfp_resources, kubeflow_runner
 from pipeline.beam_args import WORKER_SETUP_PLUGIN
 
 IMAGE = "europe-docker.pkg.dev/fab/ml/waferflow:test"
@@ -58,6 +58,8 @@ def package(tmp_path_factory) -> str:
             DATA_ROOT,
             "--epochs",
             "77",
+            "--task-resources",
+            "Evaluator=cpu:3,memory_limit:12Gi",
         ]
     )
     assert path == output
@@ -161,3 +163,129 @@ def test_local_baseline_strategy_is_refused_by_the_kubeflow_compiler(tmp_path):
     )
     with pytest.raises(TypeError, match="resolver policy"):
         runner.run(local, write_out=False)
+
+
+def test_every_container_task_has_cpu_and_memory_requests_and_limits(package, spec):
+    """As the KFP SDK writes them for .set_cpu_request() etc.: Kubernetes quantity strings, and the
+    older numeric fields (cores, GB) beside them; the table's values, the flag's override on top."""
+    executors = _executors(spec)
+    for name, task in spec.root.dag.tasks.items():
+        executor = executors[spec.components[task.component_ref.name].executor_label]
+        if "resolver" in executor:
+            continue
+        resources = executor["container"]["resources"]
+        expected = kfp_resources.TASK_RESOURCES[name]
+        if name == "Evaluator":
+            expected = kfp_resources.TaskResources("3", "3", expected.memory_request, "12Gi")
+        assert resources["resourceCpuRequest"] == expected.cpu_request, name
+        assert resources["resourceCpuLimit"] == expected.cpu_limit, name
+        assert resources["resourceMemoryRequest"] == expected.memory_request, name
+        assert resources["resourceMemoryLimit"] == expected.memory_limit, name
+        assert resources["cpuLimit"] == float(expected.cpu_limit), name
+        assert "accelerator" not in resources, name  # no GPU unless asked for
+    evaluator = executors["Evaluator_executor"]["container"]["resources"]
+    assert evaluator["memoryLimit"] == pytest.approx(12 * 2**30 / 1e9)  # GB, as kfp writes 12Gi
+    assert evaluator["memoryRequest"] == pytest.approx(6 * 2**30 / 1e9)
+
+
+def test_the_trainer_gets_a_gpu_only_when_asked(package):
+    with open(package) as f:
+        raw = yaml.safe_load(f)
+    chosen = kfp_resources.apply(raw, ["Trainer=gpu:1"])
+    assert chosen["Trainer"].cpu_limit == kfp_resources.TASK_RESOURCES["Trainer"].cpu_limit  # the rest kept
+    executors = raw["deploymentSpec"]["executors"]
+    gpus = {label for label, e in executors.items() if "accelerator" in e.get("container", {}).get("resources", {})}
+    assert gpus == {"Trainer_executor"}
+    accelerator = executors["Trainer_executor"]["container"]["resources"]["accelerator"]
+    assert accelerator == {
+        "type": "nvidia.com/gpu",
+        "count": "1",
+        "resourceType": "nvidia.com/gpu",
+        "resourceCount": "1",
+    }
+    # The KFP SDK reads the result back as a PipelineSpec.
+    spec = json_format.ParseDict(raw, pipeline_spec_pb2.PipelineSpec())
+    trainer = spec.deployment_spec.fields["executors"].struct_value.fields["Trainer_executor"]
+    assert trainer.struct_value.fields["container"].struct_value.fields["resources"].struct_value
+
+
+def test_the_resources_written_are_what_the_kfp_sdk_writes(tmp_path):
+    """Compile a one-task KFP pipeline with the SDK's own setters and compare field by field."""
+    from kfp import compiler, dsl
+
+    @dsl.container_component
+    def task():
+        return dsl.ContainerSpec(image="alpine", command=["true"])
+
+    @dsl.pipeline(name="sized")
+    def sized():
+        t = task()
+        t.set_cpu_request("500m").set_cpu_limit("2").set_memory_request("6Gi").set_memory_limit("8Gi")
+        t.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+
+    compiler.Compiler().compile(sized, str(tmp_path / "sized.yaml"))
+    with open(tmp_path / "sized.yaml") as f:
+        sdk = yaml.safe_load(f)["deploymentSpec"]["executors"]["exec-task"]["container"]["resources"]
+    ours = kfp_resources.TaskResources("500m", "2", "6Gi", "8Gi", gpu=1).to_spec()
+    assert ours == sdk
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("Trainer=cpu:four", "cpu 'four' is not a CPU quantity"),
+        ("Trainer=memory:16GB", "memory '16GB' is not a memory quantity"),
+        ("Trainer=gpu:-1", "gpu '-1' is not a non-negative integer"),
+        ("Trainer=disk:10Gi", "unknown key 'disk'"),
+        ("Trainer=cpu", "'cpu' is not key:value"),
+        ("cpu:4", "no TASK="),
+    ],
+)
+def test_a_bad_resource_string_is_a_clear_error(flag, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        kubeflow_runner.main(["--task-resources", flag])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--task-resources {flag!r}: {message}" in err
+
+
+def test_resources_for_a_task_the_pipeline_lacks_are_refused(package):
+    with open(package) as f:
+        raw = yaml.safe_load(f)
+    with pytest.raises(ValueError, match="no container task 'Trainr'.*its tasks: .*Trainer"):
+        kfp_resources.apply(raw, ["Trainr=cpu:8"])  # a typo must not leave the Trainer unsized unnoticed
+    # Nor may a resolver (a query, not a pod) be given resources.
+    with pytest.raises(ValueError, match="no container task 'previous_statistics_resolver'"):
+        kfp_resources.apply(raw, ["previous_statistics_resolver=cpu:1"])
+
+
+def test_task_output_parameters_name_a_task_of_the_dag(spec):
+    """The KFP driver finds a parameter's producer by task name; TFX writes `<id>_task` (fixed up)."""
+    tasks = spec.root.dag.tasks
+    producers = [
+        parameter.task_output_parameter.producer_task
+        for task in tasks.values()
+        for parameter in task.inputs.parameters.values()
+        if parameter.HasField("task_output_parameter")
+    ]
+    assert producers == ["TransformConfig"]
+
+
+def test_every_artifact_type_title_imports_as_the_container_entrypoint_imports_it(package):
+    """kubeflow_v2_run_executor rebuilds a custom artifact type by importing its schema title
+    (`waferflow.ONNXModel`) as a class path; the `waferflow` module provides them."""
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
+    from tfx.utils import import_utils
+
+    with open(package) as f:
+        raw = yaml.safe_load(f)
+    titles = {
+        yaml.safe_load(definition["artifactType"]["instanceSchema"])["title"]
+        for component in raw["components"].values()
+        for group in ("inputDefinitions", "outputDefinitions")
+        for definition in component.get(group, {}).get("artifacts", {}).values()
+    }
+    custom = titles - set(compiler_utils.TITLE_TO_CLASS_PATH)
+    assert custom == {"waferflow.ONNXModel", "waferflow.TFLiteModel", "waferflow.WaferReport"}
+    for title in custom:
+        assert import_utils.import_class_by_path(title).TYPE_NAME == title
