@@ -27,7 +27,6 @@ COPY --chown=waferflow:waferflow components ./components
 COPY --chown=waferflow:waferflow data ./data
 COPY --chown=waferflow:waferflow models ./models
 COPY --chown=waferflow:waferflow pipeline ./pipeline
-COPY --chown=waferflow:waferflow waferflow ./waferflow
 RUN --mount=type=cache,target=/home/waferflow/.cache/pip,uid=10001,gid=10001 \
     make venv PYTHON=/usr/local/bin/python3.11
 

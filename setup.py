@@ -12,7 +12,7 @@ setup(
     version="0.1.0",
     description="Keras-first TFX pipeline predicting final-test fails of wafer-sort-passing dies",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["pipeline*", "components*", "models*", "data*", "waferflow*"]),
+    packages=find_packages(include=["pipeline*", "components*", "models*", "data*"]),
     entry_points={
         "console_scripts": [
             "waferflow=pipeline.cli:main",

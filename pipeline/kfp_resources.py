@@ -79,8 +79,10 @@ TASK_RESOURCES: dict[str, TaskResources] = {
     "WaferExampleGen": _BEAM,
     "StatisticsGen": _BEAM,
     "SchemaGen": _LIGHT,
+    "ImportSchemaGen": _LIGHT,
     "ExampleValidator": _sized("1", "4Gi", "6Gi"),
     "TransformConfig": _LIGHT,
+    "DriftCheck": _LIGHT,  # reads two statistics protos
     "Transform": _BEAM,
     "Tuner": _sized("4", "8Gi", "16Gi"),
     "Trainer": _sized("4", "8Gi", "16Gi"),  # Keras uses every core it is given; `gpu:1` adds a GPU

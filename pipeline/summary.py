@@ -12,10 +12,12 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+from components.drift_check.component import DriftReport
 from components.drift_check.executor import DRIFT_FILE, read_drift
 from components.model_export import serving_default_probabilities
 from components.noise_aware_evaluator.executor import GATE_FILE, REASON_PROPERTY
 from components.wafer_example_gen.executor import REPORT_FILE
+from components.wafer_report.component import WaferReportArtifact
 from data.program import PROGRAM_FILE, TestProgram
 from models import evaluation, operating_point
 from models.features import LABEL_KEY
@@ -252,13 +254,13 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
     if model_run is not None and tf.io.gfile.exists(os.path.join(model_run.uri, BUDGET_FILE)):
         with tf.io.gfile.GFile(os.path.join(model_run.uri, BUDGET_FILE)) as f:
             summary["training"] = json.load(f)
-    drift = _latest(store, pipeline_name, "DriftCheck", "waferflow.DriftReport")
+    drift = _latest(store, pipeline_name, "DriftCheck", DriftReport.TYPE_NAME)
     if drift is not None and tf.io.gfile.exists(os.path.join(drift.uri, DRIFT_FILE)):
         summary["drift"] = read_drift(drift.uri)
     blessing = _latest(store, pipeline_name, "Evaluator", "ModelBlessing")
     summary["blessed"] = bool(_custom(blessing, "blessed")) if blessing is not None else None
     summary["blessing_withheld"] = _custom(blessing, REASON_PROPERTY) or None
-    report = _latest(store, pipeline_name, "WaferReport", "waferflow.WaferReport")
+    report = _latest(store, pipeline_name, "WaferReport", WaferReportArtifact.TYPE_NAME)
     if report is not None and tf.io.gfile.exists(os.path.join(report.uri, REPORT_HTML)):
         summary["report"] = os.path.join(report.uri, REPORT_HTML)
     pushed = _latest(store, pipeline_name, "Pusher", "PushedModel")

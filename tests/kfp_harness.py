@@ -25,8 +25,12 @@ What it leaves out:
 - resolver tasks (KFP's MLMD queries): resolved to no artifacts, which is what they return on a
   pipeline's first run; a second run against an earlier blessed model is not exercised;
 - the driver's caching, MLMD recording, retries, and any pod spec (image, resources, volumes);
-- importers and conditions (the package has none) and TFX's ExampleGen driver (not compiled for
-  WaferExampleGen, docs/kubeflow.md).
+- importers and conditions (the package has none).
+
+A task with a pre-cache-check hook (the WaferExampleGen: TFX's ExampleGen driver, which resolves the
+newest span and fingerprints the input files) runs the hook first, as the launcher does, and the
+parameters the hook writes back (span, version, input_fingerprint, the span's input_config) replace
+the task's own before its executor runs: on a real backend they are what the cache key is made of.
 """
 
 from __future__ import annotations
@@ -137,6 +141,18 @@ def _command(container: dict, invocation: dict) -> list[str]:
     return command
 
 
+def _run(name: str, container: dict, invocation: dict, env: dict, log: str, timeout: float) -> None:
+    """One container command in a subprocess, its output to `log`; raises with the log's tail."""
+    with open(log, "w") as f:
+        result = subprocess.run(
+            _command(container, invocation), cwd=REPO_ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout
+        )
+    if result.returncode:
+        with open(log) as f:
+            tail = f.read()[-4000:]
+        raise RuntimeError(f"task {name} exited {result.returncode}; log {log}:\n{tail}")
+
+
 def run_task(
     spec: dict, name: str, run_root: str, arguments: dict, runs: dict[str, TaskRun], timeout: float
 ) -> TaskRun:
@@ -158,19 +174,14 @@ def run_task(
     log = os.path.join(scratch, "log.txt")
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     env["PYTHONPATH"] = REPO_ROOT  # the image installs the package; here, the checkout under test
-    with open(log, "w") as f:
-        result = subprocess.run(
-            _command(executor["container"], invocation),
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-        )
-    if result.returncode:
-        with open(log) as f:
-            tail = f.read()[-4000:]
-        raise RuntimeError(f"task {name} exited {result.returncode}; log {log}:\n{tail}")
+    hook = executor["container"].get("lifecycle", {}).get("preCacheCheck")
+    if hook:
+        _run(name, hook, invocation, env, os.path.join(scratch, "pre_cache_check_log.txt"), timeout)
+        with open(invocation["outputs"]["outputFile"]) as f:
+            resolved = json.load(f).get("parameterValues", {})
+        os.remove(invocation["outputs"]["outputFile"])
+        invocation["inputs"]["parameterValues"].update(resolved)
+    _run(name, executor["container"], invocation, env, log, timeout)
     with open(invocation["outputs"]["outputFile"]) as f:
         written = json.load(f)
     artifacts = {}

@@ -273,7 +273,7 @@ def test_task_output_parameters_name_a_task_of_the_dag(spec):
 
 def test_every_artifact_type_title_imports_as_the_container_entrypoint_imports_it(package):
     """kubeflow_v2_run_executor rebuilds a custom artifact type by importing its schema title
-    (`waferflow.ONNXModel`) as a class path; the `waferflow` module provides them."""
+    (`components.ONNXModel`) as a class path; components/__init__.py provides them."""
     from tfx.orchestration.kubeflow.v2 import compiler_utils
     from tfx.utils import import_utils
 
@@ -286,6 +286,11 @@ def test_every_artifact_type_title_imports_as_the_container_entrypoint_imports_i
         for definition in component.get(group, {}).get("artifacts", {}).values()
     }
     custom = titles - set(compiler_utils.TITLE_TO_CLASS_PATH)
-    assert custom == {"waferflow.ONNXModel", "waferflow.TFLiteModel", "waferflow.WaferReport"}
+    assert custom == {
+        "components.DriftReport",
+        "components.ONNXModel",
+        "components.TFLiteModel",
+        "components.WaferReport",
+    }
     for title in custom:
         assert import_utils.import_class_by_path(title).TYPE_NAME == title

@@ -27,7 +27,7 @@ from components.drift_check import executor as ex
 class DriftReport(artifact.Artifact):
     """Per-test drift of the newest data against the earlier spans (drift.json)."""
 
-    TYPE_NAME = "waferflow.DriftReport"
+    TYPE_NAME = "components.DriftReport"  # <namespace>.<Name>, importable: components/__init__.py
 
 
 class DriftCheckSpec(ComponentSpec):

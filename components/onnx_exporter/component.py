@@ -19,7 +19,7 @@ from components.onnx_exporter import executor
 class ONNXModel(artifact.Artifact):
     """An ONNX conversion of a blessed model (file: model.onnx)."""
 
-    TYPE_NAME = "waferflow.ONNXModel"  # namespace.Name: the form the Kubeflow V2 compiler requires
+    TYPE_NAME = "components.ONNXModel"  # <namespace>.<Name>, importable: components/__init__.py
     TYPE_ANNOTATION = system_artifacts.Model
 
 

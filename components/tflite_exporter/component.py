@@ -22,7 +22,7 @@ from components.tflite_exporter import executor
 class TFLiteModel(artifact.Artifact):
     """A TF Lite conversion of a blessed model (files: model.tflite, model_int8.tflite)."""
 
-    TYPE_NAME = "waferflow.TFLiteModel"  # namespace.Name: the form the Kubeflow V2 compiler requires
+    TYPE_NAME = "components.TFLiteModel"  # <namespace>.<Name>, importable: components/__init__.py
     TYPE_ANNOTATION = system_artifacts.Model
 
 

@@ -26,7 +26,7 @@ from components.wafer_report import executor as ex
 class WaferReportArtifact(artifact.Artifact):
     """A rendered run report (report.html, report.json)."""
 
-    TYPE_NAME = "waferflow.WaferReport"
+    TYPE_NAME = "components.WaferReport"  # <namespace>.<Name>, importable: components/__init__.py
 
 
 class WaferReportSpec(ComponentSpec):

@@ -23,7 +23,7 @@ def test_component_construction():
         model_blessing=tfx.dsl.Channel(type=standard_artifacts.ModelBlessing),
     )
     assert exporter.exec_properties[executor.OPSET_KEY] == executor.DEFAULT_OPSET
-    assert exporter.outputs[executor.ONNX_MODEL_KEY].type_name == "waferflow.ONNXModel"
+    assert exporter.outputs[executor.ONNX_MODEL_KEY].type_name == "components.ONNXModel"
     with pytest.raises(ValueError):
         OnnxExporter(
             model=tfx.dsl.Channel(type=standard_artifacts.Model),

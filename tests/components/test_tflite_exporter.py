@@ -36,7 +36,7 @@ def test_component_construction():
     exporter = TFLiteExporter(model=model, model_blessing=blessing, examples=examples, quantize_int8=True)
     assert exporter.exec_properties[executor.QUANTIZE_INT8_KEY] == 1
     assert exporter.exec_properties[executor.CALIBRATION_EXAMPLES_KEY] == 5000
-    assert exporter.outputs[executor.TFLITE_MODEL_KEY].type_name == "waferflow.TFLiteModel"
+    assert exporter.outputs[executor.TFLITE_MODEL_KEY].type_name == "components.TFLiteModel"
     assert TFLiteModel.TYPE_NAME != standard_artifacts.Model.TYPE_NAME  # invisible to Model resolvers
     with pytest.raises(ValueError, match="calibrate"):
         TFLiteExporter(model=model, model_blessing=blessing, quantize_int8=True)
