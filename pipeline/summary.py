@@ -17,7 +17,6 @@ from components.drift_check.executor import DRIFT_FILE, read_drift
 from components.model_export import serving_default_probabilities
 from components.noise_aware_evaluator.executor import GATE_FILE, REASON_PROPERTY
 from components.wafer_example_gen.executor import REPORT_FILE
-from components.wafer_report.component import WaferReportArtifact
 from data.program import PROGRAM_FILE, TestProgram
 from models import evaluation, operating_point
 from models.features import LABEL_KEY
@@ -260,6 +259,8 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
     blessing = _latest(store, pipeline_name, "Evaluator", "ModelBlessing")
     summary["blessed"] = bool(_custom(blessing, "blessed")) if blessing is not None else None
     summary["blessing_withheld"] = _custom(blessing, REASON_PROPERTY) or None
+    from components.wafer_report.component import WaferReportArtifact  # it imports this module
+
     report = _latest(store, pipeline_name, "WaferReport", WaferReportArtifact.TYPE_NAME)
     if report is not None and tf.io.gfile.exists(os.path.join(report.uri, REPORT_HTML)):
         summary["report"] = os.path.join(report.uri, REPORT_HTML)

@@ -36,9 +36,11 @@ EXPECTED_DEPENDENCIES = {
     "Transform": {"WaferExampleGen", "SchemaGen", "TransformConfig"},
     "Tuner": {"Transform"},
     "Trainer": {"Transform", "SchemaGen", "Tuner"},
+    # No earlier-spans resolver on Kubeflow (pipeline/pipeline.py): the check compares nothing there.
+    "DriftCheck": {"StatisticsGen", "SchemaGen"},
     BLESSING_RESOLVER: set(),
     MODEL_RESOLVER: set(),
-    "Evaluator": {"WaferExampleGen", "Trainer", MODEL_RESOLVER},
+    "Evaluator": {"WaferExampleGen", "Trainer", MODEL_RESOLVER, "DriftCheck"},
     "Pusher": {"Trainer", "Evaluator"},
 }
 
@@ -294,3 +296,13 @@ def test_every_artifact_type_title_imports_as_the_container_entrypoint_imports_i
     }
     for title in custom:
         assert import_utils.import_class_by_path(title).TYPE_NAME == title
+
+
+def test_the_example_gen_task_fingerprints_its_input_before_the_cache_check(spec):
+    """New files under the same data root must not be a KFP cache hit: the WaferExampleGen task
+    carries TFX's ExampleGen driver as its pre-cache-check hook, which resolves the newest span and
+    fingerprints the files into the task's parameters (the cache key) before KFP looks for a hit."""
+    container = _executors(spec)["WaferExampleGen_executor"]["container"]
+    hook = container["lifecycle"]["preCacheCheck"]
+    assert hook["command"] == ["python", "-m", "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"]
+    assert "--json_serialized_invocation_args" in hook["args"]
