@@ -1,5 +1,5 @@
-"""Resolver strategies for local runs: the rolling training window, and the statistics the newest
-data is checked for drift against.
+"""Resolver strategies for local runs: the rolling training window, and the earlier data the
+newest is checked for drift against.
 
 The rolling training window: the Examples of the newest `num_spans` spans, one ingest per span.
 
@@ -18,13 +18,12 @@ resolvers, so on Kubeflow the model trains on the newest span alone (docs/kubefl
 
 from __future__ import annotations
 
-import os
-
 from tfx import types
 from tfx.dsl.components.common import resolver
 
 EXAMPLES_KEY = "examples"
-STATISTICS_KEY = "statistics"
+REPORTS_KEY = "reports"
+EXAMPLES_URI = "examples_uri"  # the DriftReport's: which examples its statistics are of
 NEWEST_KEY = "newest"
 SPAN = "span"
 FINGERPRINT = "input_fingerprint"  # set by TFX's ExampleGen driver on what the ExampleGen writes
@@ -70,15 +69,14 @@ class LatestSpansStrategy(resolver.ResolverStrategy):
         return {EXAMPLES_KEY: window, NEWEST_KEY: newest}
 
 
-class EarlierStatisticsStrategy(resolver.ResolverStrategy):
-    """What the newest data is checked for drift against: the StatisticsGen outputs of the
-    `num_spans` newest spans before this run's (the rest of the training window), one per span;
-    without spans (every span 0), the newest StatisticsGen output before this run's.
+class EarlierReportsStrategy(resolver.ResolverStrategy):
+    """What the newest data is checked for drift against: the DriftReports (each holding the
+    statistics of one run's data) of the `num_spans` newest spans before this run's span, one per
+    span (the newest); without spans (every span 0), the newest report of other data than this run's.
 
-    Inputs: `newest` (this run's StatisticsGen output: also the dependency) and `statistics` (every
-    ExampleStatistics of the pipeline; the Transform writes some too, so the strategy keeps those in
-    the same output directory as `newest`, i.e. the StatisticsGen's). A re-run whose StatisticsGen is
-    a cache hit resolves the same artifacts, so the drift check is a cache hit too."""
+    Inputs: `newest` (this run's ExampleGen output: its span, and the dependency) and `reports`
+    (every DriftReport of the pipeline). A re-run whose ExampleGen is a cache hit resolves the same
+    reports, so the drift check is a cache hit too."""
 
     def __init__(self, num_spans: int):
         self._num_spans = max(int(num_spans), 1)
@@ -86,16 +84,13 @@ class EarlierStatisticsStrategy(resolver.ResolverStrategy):
     def resolve_artifacts(self, store, input_dict: dict[str, list[types.Artifact]]):
         newest = input_dict.get(NEWEST_KEY, [])
         if not newest:
-            return {STATISTICS_KEY: [], NEWEST_KEY: []}
+            return {REPORTS_KEY: [], NEWEST_KEY: []}
         current = newest[0]
-        home = os.path.dirname(current.uri.rstrip("/"))
-        earlier = [
-            a
-            for a in input_dict.get(STATISTICS_KEY, [])
-            if a.id < current.id and os.path.dirname(a.uri.rstrip("/")) == home
+        others = [
+            r for r in input_dict.get(REPORTS_KEY, []) if r.get_string_custom_property(EXAMPLES_URI) != current.uri
         ]
         if _span(current) > 0:
-            earlier = latest_spans([a for a in earlier if _span(a) < _span(current)], self._num_spans)
+            earlier = latest_spans([r for r in others if _span(r) < _span(current)], self._num_spans)
         else:
-            earlier = sorted(earlier, key=lambda a: a.id)[-1:]
-        return {STATISTICS_KEY: earlier, NEWEST_KEY: newest}
+            earlier = sorted(others, key=lambda r: r.id)[-1:]
+        return {REPORTS_KEY: earlier, NEWEST_KEY: newest}

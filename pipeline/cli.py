@@ -53,6 +53,12 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     predict.add_arguments(parser)
 
 
+def _schema_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline import schema  # imports TFX and TFDV: only when the command is `schema`
+
+    schema.add_arguments(parser)
+
+
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-dir",
@@ -83,6 +89,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]
         "Score wafer-test files as the ingest reads them, with a local model (SavedModel, TF Lite, ONNX) or a "
         "TF Serving server; write the probabilities, the ink decision and, on request, ink maps.",
         _predict_arguments,
+    ),
+    "schema": (
+        "write the last run's inferred schema, for review, as the curated schema (--schema-file)",
+        "Write the newest inferred schema of a local run (identifiers accept any value) to a file to review and "
+        "keep with the project; later runs with --schema-file validate every new span against it.",
+        _schema_arguments,
     ),
     "report": (
         "print (or open) the last run's report",
@@ -215,6 +227,16 @@ def generate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def schema_command(args: argparse.Namespace) -> int:
+    from pipeline import schema
+
+    try:
+        schema.run(args)
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from error
+    return 0
+
+
 def predict_command(args: argparse.Namespace) -> int:
     from pipeline import predict
 
@@ -226,6 +248,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": run_command,
     "predict": predict_command,
     "report": report_command,
+    "schema": schema_command,
 }
 
 

@@ -11,10 +11,10 @@ from tfx import v1 as tfx
 from tfx.types.standard_component_specs import CUSTOM_CONFIG_KEY
 
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
-from components.drift_check.component import DriftCheck
+from components.drift_check.component import DriftCheck, DriftReport
 from components.noise_aware_evaluator.component import NoiseAwareEvaluator
 from components.onnx_exporter.component import OnnxExporter
-from components.resolver_strategies import EarlierStatisticsStrategy, LatestSpansStrategy
+from components.resolver_strategies import EarlierReportsStrategy, LatestSpansStrategy
 from components.tflite_exporter.component import TFLiteExporter
 from components.transform_config.component import TransformConfig
 from components.wafer_example_gen.component import WaferExampleGen
@@ -165,22 +165,22 @@ def create_pipeline(
     components += [transform_config, transform]
 
     # Drift: the newest data against the earlier spans of the training window (without spans, the
-    # previous run's data). Local runs only: a Kubeflow V2 resolver can only be TFX's latest-artifact
-    # query, which cannot tell the StatisticsGen's statistics from the Transform's (docs/kubeflow.md);
-    # there the check records the newest data's statistics without a comparison.
-    earlier_statistics = None
+    # previous run's data), each kept by the DriftCheck that first saw it. Local runs only: a Kubeflow
+    # V2 resolver can only be TFX's latest-artifact query (docs/kubeflow.md); there the check records
+    # the newest data's statistics without a comparison.
+    earlier_reports = None
     if local:
-        earlier_statistics = tfx.dsl.Resolver(
-            strategy_class=EarlierStatisticsStrategy,
+        earlier_reports = tfx.dsl.Resolver(
+            strategy_class=EarlierReportsStrategy,
             config={"num_spans": max(c.span_window - 1, 1)},
-            newest=statistics_gen.outputs["statistics"],
-            statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
-        ).with_id("earlier_statistics_resolver")
-        components.append(earlier_statistics)
+            newest=example_gen.outputs["examples"],
+            reports=tfx.dsl.Channel(type=DriftReport),
+        ).with_id("earlier_drift_reports_resolver")
+        components.append(earlier_reports)
     drift_check = DriftCheck(
-        statistics=statistics_gen.outputs["statistics"],
+        examples=example_gen.outputs["examples"],
         schema=schema,
-        reference_statistics=earlier_statistics.outputs["statistics"] if earlier_statistics else None,
+        reference_reports=earlier_reports.outputs["reports"] if earlier_reports else None,
         js_bound=c.drift_bound,
     )
     components.append(drift_check)
@@ -306,6 +306,7 @@ def create_pipeline(
                 statistics=statistics_gen.outputs["statistics"],
                 baseline_statistics=previous_statistics.outputs["statistics"] if previous_statistics else None,
                 schema=schema,
+                drift_report=drift_check.outputs["drift"],
                 metadata_path=sqlite,
                 **{key: component.outputs[key] for key, component in exports.items()},
             )

@@ -1,12 +1,15 @@
 """The curated schema: keep the first run's inferred schema with the project, reviewed, and validate
 every later span against it (`--schema-file`, ImportSchemaGen in pipeline/pipeline.py).
 
-    python -m pipeline.schema --output-dir output --out schema/schema.pbtxt [--pipeline-name waferflow]
+    waferflow schema --output-dir output --out schema/schema.pbtxt [--pipeline-name waferflow]
 
-writes the newest SchemaGen schema of a local run, with one change a reviewer would make anyway:
+writes the newest SchemaGen schema of a local run, with the changes a reviewer would make anyway:
 the identifiers (lot, wafer, part) lose the value lists TFDV infers for them, because every new
-span brings lots that no schema can list; TFDV would flag each as an anomaly. Everything else
-(features, types, presence, the test program's measurements) is kept as inferred, for review.
+span brings lots that no schema can list, and the features the ingest derives (wafer context,
+screens, coordinates, probe slot) lose inferred domains, which describe one day's sample, not the
+feature: a screen's fail count seen as 0 and 1 on day 1 is inferred boolean, and day 2's 3 would be
+an anomaly. Everything else (features, types, presence, the test program's measurements, the
+label's domain) is kept as inferred, for review.
 """
 
 from __future__ import annotations
@@ -47,13 +50,13 @@ def latest_inferred_schema_uri(metadata_path: str, pipeline_name: str) -> str:
 
 
 def curate(schema: schema_pb2.Schema) -> schema_pb2.Schema:
-    """A copy of `schema` whose identifier features accept any value (no inferred domain)."""
+    """A copy of `schema` whose identifiers and ingest-derived features accept any value of their type."""
     curated = schema_pb2.Schema.FromString(schema.SerializeToString())
-    ids = set(features.ID_FEATURES)
+    ids = set(features.ID_FEATURES) | set(features.NON_TEST_INPUTS)
     for feature in curated.feature:
         if feature.name in ids:
-            feature.ClearField("domain")
-            feature.ClearField("string_domain")
+            for domain in ("domain", "string_domain", "bool_domain", "int_domain", "float_domain"):
+                feature.ClearField(domain)
     kept = [d for d in curated.string_domain if d.name not in ids]
     del curated.string_domain[:]
     curated.string_domain.extend(kept)
@@ -68,18 +71,26 @@ def export_schema(metadata_path: str, pipeline_name: str, out: str) -> str:
     return out
 
 
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="output", help="the run's output directory (default %(default)s)")
-    parser.add_argument("--pipeline-name", default="waferflow", help="which pipeline's schema (default %(default)s)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options, each with its help and default (also `waferflow schema`'s, pipeline/cli.py)."""
+    parser.add_argument("--output-dir", default="output", help="the run's output directory (default: %(default)s)")
+    parser.add_argument("--pipeline-name", default="waferflow", help="which pipeline's schema (default: %(default)s)")
     parser.add_argument(
-        "--out", default=os.path.join("schema", SCHEMA_FILE), help="where to write it (default %(default)s)"
+        "--out", default=os.path.join("schema", SCHEMA_FILE), help="where to write it (default: %(default)s)"
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> str:
     metadata_path = os.path.join(args.output_dir, "metadata", f"{args.pipeline_name}.sqlite")
     path = export_schema(metadata_path, args.pipeline_name, args.out)
     print(f"wrote {path}: review it, keep it with the project, and run with --schema-file {path}")
     return path
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -407,14 +407,16 @@ def format_test(test: dict) -> list[str]:
 def format_drift(drift: dict) -> str:
     """One line: what the newest data was compared with, the largest drifts, and the verdict."""
     if not drift.get("compared"):
-        return "drift: no previous training window to compare with (first run)"
+        return "drift: nothing earlier to compare the newest data with (a first run, or Kubeflow)"
+    spans = drift.get("reference_spans") or []
+    against = f"spans {', '.join(map(str, spans))}" if any(spans) else "the previous run's data"
     top = ", ".join(f"{r['feature']} {r['value']:.3f}" for r in drift["features"][:3])
     verdict = (
-        f"DRIFTED: {len(drift['drifted_features'])} measurement(s) over the bound, the model is not pushed"
+        f"DRIFTED: {len(drift['drifted_features'])} test(s) over the bound, the model is not pushed"
         if drift["drifted"]
         else "within the bound"
     )
     return (
-        f"drift: {drift['split']} split of the newest data vs the previous training window, Jensen-Shannon over "
-        f"{len(drift['features'])} measurements, bound {drift['js_bound']:g}; largest {top}; {verdict}"
+        f"drift: the newest data vs {against}, Jensen-Shannon over {len(drift['features'])} tests "
+        f"(each against its closest earlier span), bound {drift['js_bound']:g}; largest {top}; {verdict}"
     )

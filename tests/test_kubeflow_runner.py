@@ -37,7 +37,7 @@ EXPECTED_DEPENDENCIES = {
     "Tuner": {"Transform"},
     "Trainer": {"Transform", "SchemaGen", "Tuner"},
     # No earlier-spans resolver on Kubeflow (pipeline/pipeline.py): the check compares nothing there.
-    "DriftCheck": {"StatisticsGen", "SchemaGen"},
+    "DriftCheck": {"WaferExampleGen", "SchemaGen"},
     BLESSING_RESOLVER: set(),
     MODEL_RESOLVER: set(),
     "Evaluator": {"WaferExampleGen", "Trainer", MODEL_RESOLVER, "DriftCheck"},

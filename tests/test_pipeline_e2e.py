@@ -32,7 +32,7 @@ NODES = (
     "ExampleValidator",
     "TransformConfig",
     "Transform",
-    "earlier_statistics_resolver",
+    "earlier_drift_reports_resolver",
     "DriftCheck",
     "Tuner",
     "Trainer",
@@ -185,6 +185,9 @@ def test_a_worse_model_than_the_blessed_one_is_not_blessed_or_pushed(first_run, 
     # Its report compares its data with the first run's (drift) and lists this run's components.
     report = _report(summary)
     assert report["run"]["drift"]["state"] == "compared" and report["run"]["drift"]["features"] > 50
+    # The same tester files as the first run (only labels changed): the drift gate compared and passed.
+    assert summary["drift"]["compared"] and not summary["drift"]["drifted"] and summary["drift"]["max_js"] < 1e-6
+    assert not summary["blessing_withheld"]
     assert {c["node"] for c in report["run"]["components"]} >= {"Trainer", "Evaluator", "Pusher"}
 
 
@@ -269,12 +272,14 @@ def test_report_has_every_section(first_run):
     _, summary = first_run
     context = _report(summary)
     assert context["run"]["drift"]["state"] == "no previous run"  # the first run of its pipeline
+    assert context["run"]["drift_gate"]["compared"] is False and summary["drift"]["compared"] is False
     states = {c["node"]: c["state"] for c in context["run"]["components"]}
     assert states["Trainer"] == "complete" and states["Evaluator"] == "complete"
     with open(summary["report"]) as f:
         html = f.read()
     for section in SECTIONS:
         assert f'<section id="{section}">' in html, section
+    assert "Drift gate" in html and "Nothing earlier to compare" in html
     assert "http://" not in html and "https://" not in html  # self-contained: opens with no network
     assert html.count("data:image/png;base64,") > 10
 

@@ -35,6 +35,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 from absl import logging
@@ -42,6 +43,7 @@ from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenE
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
+from tfx_bsl.coders import example_coder
 
 from data import program as test_program
 from data.readers import READERS, InputFileError, WaferRead
@@ -160,22 +162,42 @@ def _read_labels(path: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
         yield str(lot_id), labels
 
 
-def die_to_example(row: dict) -> tf.train.Example:
-    """One die's columns as a tf.Example. NaN (a test not measured) is left out, never zero."""
-    feature = {}
-    for key, value in row.items():
-        if value is None:
-            continue
-        if isinstance(value, (str, bytes)):
-            raw = value.encode() if isinstance(value, str) else value
-            feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw]))
-        elif isinstance(value, (bool, np.bool_, int, np.integer)):
-            feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+def examples_of(frame: pd.DataFrame) -> list[bytes]:
+    """Each row of `frame` as a serialized tf.Example, one feature per column: floats as float32,
+    integers and booleans as int64, strings as bytes; NaN and None (a test not measured, no screen
+    value) are left out, never zero. Encoded by tfx-bsl's C++ coder from Arrow batches of one-value
+    lists: 8.6x the throughput of building each tf.train.Example in Python (32,500 against 3,770 dies/s
+    on one core, the same examples; benchmarks/example_encoding.py). The coder writes a null list as a feature with no value
+    kind, not as an absent feature, so rows are encoded in groups of the same missing columns, each
+    group with its present columns only, and put back in the frame's order."""
+    values, present = [], []
+    for name in frame.columns:
+        column = frame[name]
+        kind = column.dtype.kind
+        if kind == "f":
+            values.append(pa.array(column.to_numpy(np.float32)))
+            present.append(~np.isnan(column.to_numpy()))
+        elif kind in "iub":
+            values.append(pa.array(column.to_numpy(np.int64)))
+            present.append(np.ones(len(column), dtype=bool))
         else:
-            value = float(value)
-            if not np.isnan(value):
-                feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-    return tf.train.Example(features=tf.train.Features(feature=feature))
+            raw = column.to_numpy()
+            values.append(pa.array([v.encode() if isinstance(v, str) else v for v in raw], type=pa.binary()))
+            present.append(column.notna().to_numpy())
+    names = [str(name) for name in frame.columns]
+    patterns, group_of = np.unique(np.stack(present, axis=1), axis=0, return_inverse=True)
+    encoded: list[bytes] = [b""] * len(frame)
+    for group, pattern in enumerate(patterns):
+        rows = np.flatnonzero(group_of.ravel() == group)
+        take = pa.array(rows)
+        one_each = pa.array(np.arange(len(rows) + 1, dtype=np.int32))
+        batch = pa.RecordBatch.from_arrays(
+            [pa.ListArray.from_arrays(one_each, values[c].take(take)) for c in np.flatnonzero(pattern)],
+            [names[c] for c in np.flatnonzero(pattern)],
+        )
+        for row, serialized in zip(rows, example_coder.RecordBatchToExamples(batch), strict=True):
+            encoded[row] = serialized
+    return encoded
 
 
 class _JoinLabels(beam.DoFn):
@@ -219,9 +241,11 @@ class _JoinLabels(beam.DoFn):
             stats["rejected_no_label"] += int((~has_label).sum())
             joined_frames.append(joined[has_label].drop(columns=["_merge", *_NOT_IN_EXAMPLES]))
         joined = pd.concat(joined_frames, ignore_index=True)
+        # The left join makes the label float when a die had none; those rows are gone: an int again.
+        joined[LABEL_COLUMN] = joined[LABEL_COLUMN].astype(np.int64)
         stats["orphan_labels"] = len(labels) - len(joined)
-        for row in joined.to_dict("records"):
-            yield die_to_example(row)
+        for serialized in examples_of(joined):
+            yield lot_id, serialized
         stats["examples"] = len(joined)
         # What the program needs from the data: the die grid's extent (every die) and each test's
         # shape over the dies that become examples (data/program.py, log-scale margins).
@@ -287,7 +311,7 @@ def _write_report(report: dict, path: str) -> None:
 
 
 def _read_and_join(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):
-    """The ingest's Beam graph: (examples, (lot_id, earliest MIR start time) per lot)."""
+    """The ingest's Beam graph: ((lot_id, serialized example), (lot_id, earliest MIR start time) per lot)."""
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     input_format = exec_properties[INPUT_FORMAT_KEY]
     policy = exec_properties[BAD_FILE_POLICY_KEY]
@@ -337,7 +361,7 @@ def _read_and_join(pipeline: beam.Pipeline, exec_properties: dict[str, Any], spl
 def _WaferFilesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):  # noqa: N802
     """Examples of the files matching `split_pattern` (TFX then splits them by lot hash)."""
     examples, _ = _read_and_join(pipeline, exec_properties, split_pattern)
-    return examples
+    return examples | "DropLot" >> beam.Values()
 
 
 def _random_key(lot: str) -> str:
@@ -369,10 +393,6 @@ def split_assignment(lot_starts: dict[str, int], weights: list[int], split_by: s
     return assignment
 
 
-def _lot_of(example: tf.train.Example) -> str:
-    return example.features.feature["lot_id"].bytes_list.value[0].decode()
-
-
 def learned_program(report: dict) -> test_program.TestProgram:
     """The run's test program from the report's per-lot programs, grid extent and test moments."""
     per_lot: dict[str, list[test_program.FileProgram]] = {}
@@ -398,7 +418,11 @@ def merge_reports(reports: list[dict]) -> dict:
 def count_records(split_uri: str) -> int:
     """Records in the gzipped TFRecord files of one output split."""
     files = tf.io.gfile.glob(os.path.join(split_uri, "*"))
-    return sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")) if files else 0
+    if not files:
+        return 0
+    # Counted inside tf.data (C++), not by iterating records in Python.
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=len(files))
+    return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
 
 
 class Executor(BaseExampleGenExecutor):
@@ -425,9 +449,9 @@ class Executor(BaseExampleGenExecutor):
             | "AssignLots" >> beam.Map(split_assignment, weights, split_by)
         )
         parts = examples | "SplitByLot" >> beam.Partition(
-            lambda example, n, lots: lots[_lot_of(example)], len(splits), beam.pvalue.AsSingleton(assignment)
+            lambda keyed, n, lots: lots[keyed[0]], len(splits), beam.pvalue.AsSingleton(assignment)
         )
-        return {split.name: parts[i] for i, split in enumerate(splits)}
+        return {split.name: parts[i] | f"DropLot{split.name}" >> beam.Values() for i, split in enumerate(splits)}
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 (TFX API)
         if exec_properties[INPUT_FORMAT_KEY] not in READERS:

@@ -18,6 +18,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import artifact, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from components.drift_check.component import DriftReport
 from components.onnx_exporter.component import ONNXModel
 from components.tflite_exporter.component import TFLiteModel
 from components.wafer_report import executor as ex
@@ -51,6 +52,7 @@ class WaferReportSpec(ComponentSpec):
         ex.STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
         ex.BASELINE_STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
         ex.SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+        ex.DRIFT_REPORT_KEY: ChannelParameter(type=DriftReport, optional=True),
     }
     OUTPUTS = {ex.REPORT_KEY: ChannelParameter(type=WaferReportArtifact)}
 

@@ -17,9 +17,10 @@ from absl import logging
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components.drift_check.executor import read_drift
 from components.model_export import EXPORTED_PROPERTY, saved_model_dir, serving_default_probabilities
 from components.model_export import REPORT_FILE as EXPORT_REPORT_FILE
-from components.noise_aware_evaluator.executor import GATE_FILE
+from components.noise_aware_evaluator.executor import GATE_FILE, REASON_PROPERTY
 from components.wafer_example_gen.executor import REPORT_FILE as INGEST_REPORT_FILE
 from components.wafer_report import health, report
 from data.program import PROGRAM_FILE, TestProgram
@@ -36,6 +37,7 @@ STATISTICS_KEY, BASELINE_STATISTICS_KEY, SCHEMA_KEY = "statistics", "baseline_st
 REPORT_KEY = "report"
 INPUT_BASE_KEY, INPUT_PATTERN_KEY, INPUT_FORMAT_KEY = "input_base", "input_pattern", "input_format"
 PIPELINE_NAME_KEY, SEED_KEY = "pipeline_name", "seed"
+DRIFT_REPORT_KEY = "drift_report"
 METADATA_PATH_KEY = "metadata_path"  # local SQLite MLMD, for component times; empty on Kubeflow
 HTML_FILE, JSON_FILE = summary.REPORT_HTML, "report.json"
 # Only what the wafer maps, Paretos and yield tables need is kept of each die read from the files.
@@ -120,6 +122,7 @@ def run_record(input_dict: dict, exec_properties: dict, run_id: str | None = Non
     anomalies = _one(input_dict, ANOMALIES_KEY)
     evaluation = _one(input_dict, EVALUATION_KEY)
     is_pushed = pushed is not None and pushed.get_int_custom_property("pushed") == 1
+    drift_report = _one(input_dict, DRIFT_REPORT_KEY)
     return {
         "pipeline": exec_properties.get(PIPELINE_NAME_KEY) or "waferflow",
         "run_id": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -137,6 +140,8 @@ def run_record(input_dict: dict, exec_properties: dict, run_id: str | None = Non
         },
         "anomalies": summary.anomalies_per_split(anomalies.uri) if anomalies else {},
         "drift": drift_record(input_dict, exec_properties),
+        "drift_gate": read_drift(drift_report.uri) if drift_report is not None else None,
+        "blessing_withheld": blessing.get_string_custom_property(REASON_PROPERTY) or None,
         "components": health.component_times(exec_properties.get(METADATA_PATH_KEY) or "", run_id),
     }
 
