@@ -22,11 +22,10 @@ import tfx  # noqa: F401 (first: see components/drift_check/executor.py)
 
 # isort: split
 import tensorflow_data_validation as tfdv
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from models import features
+from pipeline.metadata import read_only_store
 
 SCHEMA_FILE = "schema.pbtxt"
 
@@ -35,10 +34,7 @@ def latest_inferred_schema_uri(metadata_path: str, pipeline_name: str) -> str:
     """The newest SchemaGen output of `pipeline_name` in a local run's MLMD."""
     if not os.path.exists(metadata_path):
         raise FileNotFoundError(f"no run metadata at {metadata_path}: run the pipeline first (waferflow run)")
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    store = read_only_store(metadata_path)
     context = store.get_context_by_type_and_name("node", f"{pipeline_name}.SchemaGen")
     schemas = [a for a in store.get_artifacts_by_context(context.id)] if context is not None else []
     if not schemas:

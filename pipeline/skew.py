@@ -17,11 +17,11 @@ import tfx  # noqa: F401 (first: see components/drift_check/executor.py)
 # isort: split
 import pandas as pd
 import tensorflow_data_validation as tfdv
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from components.drift_check.executor import load_statistics
 from components.wafer_report import health
+from pipeline.metadata import read_only_store
 
 
 def training_statistics_uri(path: str, pipeline_name: str = "waferflow") -> str:
@@ -32,10 +32,7 @@ def training_statistics_uri(path: str, pipeline_name: str = "waferflow") -> str:
         if os.path.exists(path):
             return path
         raise FileNotFoundError(f"--skew-against {path}: no such statistics file, artifact or run output directory")
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    store = read_only_store(metadata_path)
     context = store.get_context_by_type_and_name("node", f"{pipeline_name}.Transform")
     artifacts = store.get_artifacts_by_context(context.id) if context is not None else []
     events = store.get_events_by_artifact_ids([a.id for a in artifacts]) if artifacts else []

@@ -8,7 +8,6 @@ import os
 import pandas as pd
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
@@ -21,6 +20,7 @@ from data.program import PROGRAM_FILE, TestProgram
 from models import evaluation, operating_point
 from models.features import LABEL_KEY
 from models.training import BUDGET_FILE
+from pipeline.metadata import read_only_store
 
 REPORT_HTML = "report.html"  # the WaferReport component's page (components/wafer_report)
 
@@ -206,10 +206,7 @@ def overall_metrics(evaluation_uri: str) -> dict[str, float]:
 
 def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None = None) -> dict:
     """Examples per split, ingest accounting, headline metrics, blessing, pushed model, cache hits."""
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    store = read_only_store(metadata_path)
 
     summary: dict = {"pipeline": pipeline_name}
     runs = [c for c in store.get_contexts_by_type("pipeline_run")]
@@ -409,7 +406,7 @@ def format_drift(drift: dict) -> str:
     if not drift.get("compared"):
         return "drift: nothing earlier to compare the newest data with (a first run, or Kubeflow)"
     spans = drift.get("reference_spans") or []
-    against = f"spans {', '.join(map(str, spans))}" if any(spans) else "the previous run's data"
+    against = f"span(s) {', '.join(map(str, spans))}" if any(spans) else "the previous run's data"
     top = ", ".join(f"{r['feature']} {r['value']:.3f}" for r in drift["features"][:3])
     verdict = (
         f"DRIFTED: {len(drift['drifted_features'])} test(s) over the bound, the model is not pushed"

@@ -131,8 +131,8 @@ def withhold_if_drifted(drift: dict, output_dict) -> None:
     blessing = artifact_utils.get_single_instance(output_dict[standard_component_specs.BLESSING_KEY])
     moved = drift["drifted_features"]
     reason = (
-        f"data drift: {len(moved)} measurement(s) moved by more than Jensen-Shannon {drift['js_bound']:g} "
-        f"against the previous training window ({', '.join(moved[:5])}{', ...' if len(moved) > 5 else ''})"
+        f"data drift: {len(moved)} test(s) moved by more than Jensen-Shannon {drift['js_bound']:g} "
+        f"from every earlier span ({', '.join(moved[:5])}{', ...' if len(moved) > 5 else ''})"
     )
     blessed = os.path.join(blessing.uri, constants.BLESSED_FILE_NAME)
     if tf.io.gfile.exists(blessed):

@@ -166,10 +166,11 @@ def examples_of(frame: pd.DataFrame) -> list[bytes]:
     """Each row of `frame` as a serialized tf.Example, one feature per column: floats as float32,
     integers and booleans as int64, strings as bytes; NaN and None (a test not measured, no screen
     value) are left out, never zero. Encoded by tfx-bsl's C++ coder from Arrow batches of one-value
-    lists: 8.6x the throughput of building each tf.train.Example in Python (32,500 against 3,770 dies/s
-    on one core, the same examples; benchmarks/example_encoding.py). The coder writes a null list as a feature with no value
-    kind, not as an absent feature, so rows are encoded in groups of the same missing columns, each
-    group with its present columns only, and put back in the frame's order."""
+    lists: 8.6x the throughput of building each tf.train.Example in Python (32,500 against 3,770
+    dies/s on one core, the same examples; benchmarks/example_encoding.py). The coder writes a null
+    list as a feature with no value kind, not as an absent feature, so rows are encoded in groups of
+    the same missing columns, each group with its present columns only, and put back in the frame's
+    order."""
     values, present = [], []
     for name in frame.columns:
         column = frame[name]

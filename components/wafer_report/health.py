@@ -7,11 +7,11 @@ import os
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
 
 from models import features
+from pipeline.metadata import read_only_store
 
 # Drift bounds (TFDV comparators): Jensen-Shannon divergence for numeric features, L-infinity
 # distance between value shares for categorical ones. 0.1 is TFDV's documented example bound.
@@ -87,10 +87,7 @@ def skew(training, serving, js_bound: float = JS_BOUND) -> list[dict]:
 def _store(metadata_path: str):
     if not metadata_path or not tf.io.gfile.exists(metadata_path):
         return None
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
+    return read_only_store(metadata_path)
 
 
 def previous_statistics_uri(metadata_path: str, pipeline_name: str, current_uri: str) -> str | None:
