@@ -5,7 +5,7 @@ every other component, and on Kubeflow is one more container task. Inputs: the E
 examples (the test split and the learned program), the Trainer's model and model_run, the
 Evaluator's evaluation and blessing, the ExampleValidator's anomalies, the Pusher's pushed model,
 the TF Lite and ONNX exports, this run's and the previous run's statistics with the schema (for
-drift; all optional). Parameters: where the tester files are (the ExampleGen's
+drift), the DriftCheck's report (the drift gate; all optional). Parameters: where the tester files are (the ExampleGen's
 own input_base, pattern and format: the bins of sort fails are only in the files) and, on local
 runs, the SQLite MLMD path (each component's time and cache hit). Output: a
 `WaferReport` artifact holding report.html and report.json.
@@ -81,6 +81,7 @@ class WaferReport(base_component.BaseComponent):
         statistics: types.BaseChannel | None = None,
         baseline_statistics: types.BaseChannel | None = None,
         schema: types.BaseChannel | None = None,
+        drift_report: types.BaseChannel | None = None,
         seed: int = 0,
         metadata_path: str = "",
     ):
@@ -97,6 +98,7 @@ class WaferReport(base_component.BaseComponent):
             statistics=statistics,
             baseline_statistics=baseline_statistics,
             schema=schema,
+            drift_report=drift_report,
             report=types.Channel(type=WaferReportArtifact),
             input_base=input_base,
             input_pattern=input_pattern,
