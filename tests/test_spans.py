@@ -21,6 +21,7 @@ import os
 import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tfx.types import standard_artifacts
 
 from components.drift_check.executor import check
 from components.resolver_strategies import latest_spans
@@ -120,7 +121,7 @@ def test_the_same_day_again_is_all_cache_hits(days):
 
 
 def test_a_drifted_span_is_not_blessed_or_pushed_and_says_why(days):
-    config, _, day2, _, _, day3 = days
+    config, day1, day2, _, _, day3 = days
     drift = day3["drift"]
     assert drift["compared"] and drift["drifted"]
     assert drift["max_js"] > drift["js_bound"] and drift["reference_spans"] == [2]
@@ -129,24 +130,25 @@ def test_a_drifted_span_is_not_blessed_or_pushed_and_says_why(days):
     assert day3["blessed"] is False
     assert "data drift" in day3["blessing_withheld"] and drift["drifted_features"][0] in day3["blessing_withheld"]
     assert day3["pushed_model"] is None
-    # The model served is still day 2's.
-    assert sorted(os.listdir(config.serving_model_dir)) == [os.path.basename(day2["pushed_model"])]
+    # No new version: the newest served model is still day 2's.
+    pushed = sorted(os.path.basename(day["pushed_model"]) for day in (day1, day2))
+    assert sorted(os.listdir(config.serving_model_dir)) == pushed
 
 
 def test_latest_spans_keeps_the_newest_ingest_of_each_span():
-    class Fake:
-        def __init__(self, id_: int, span: int):
-            self.id, self.span = id_, span
-
-        def get_string_custom_property(self, key):
-            return ""
-
-        def get_int_custom_property(self, key):
-            return self.span
+    def Fake(id_: int, span: int):  # noqa: N802 (reads like the artifacts it makes)
+        artifact = standard_artifacts.Examples()
+        artifact.id = id_
+        artifact.set_int_custom_property("span", span)
+        return artifact
 
     a = [Fake(1, 1), Fake(2, 2), Fake(3, 2), Fake(4, 3), Fake(5, 1)]
-    assert [(x.id, x.span) for x in latest_spans(a, 2)] == [(4, 3), (3, 2)]
-    assert [(x.id, x.span) for x in latest_spans(a, 5)] == [(4, 3), (3, 2), (5, 1)]
+
+    def ids_and_spans(artifacts):
+        return [(x.id, x.get_int_custom_property("span")) for x in artifacts]
+
+    assert ids_and_spans(latest_spans(a, 2)) == [(4, 3), (3, 2)]
+    assert ids_and_spans(latest_spans(a, 5)) == [(4, 3), (3, 2), (5, 1)]
     with pytest.raises(ValueError, match="num_spans"):
         latest_spans(a, 0)
 
