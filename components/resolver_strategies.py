@@ -29,7 +29,7 @@ SPAN = "span"
 FINGERPRINT = "input_fingerprint"  # set by TFX's ExampleGen driver on what the ExampleGen writes
 
 
-def _span(artifact: types.Artifact) -> int:
+def span_of(artifact: types.Artifact) -> int:
     # ExampleGen writes the span as an int custom property (older TFX: a string); StatisticsGen
     # copies it into its artifact's `span` property.
     if artifact.has_custom_property(SPAN):
@@ -44,7 +44,7 @@ def latest_spans(artifacts: list[types.Artifact], num_spans: int) -> list[types.
         raise ValueError(f"num_spans must be at least 1, got {num_spans}")
     by_span: dict[int, types.Artifact] = {}
     for artifact in artifacts:
-        span = _span(artifact)
+        span = span_of(artifact)
         if span not in by_span or artifact.id > by_span[span].id:
             by_span[span] = artifact
     return [by_span[s] for s in sorted(by_span, reverse=True)[:num_spans]]
@@ -63,8 +63,8 @@ class LatestSpansStrategy(resolver.ResolverStrategy):
         window = latest_spans(list(live.values()), self._num_spans)
         if newest and newest[0].id not in {a.id for a in window}:
             raise RuntimeError(
-                f"this run's examples (span {_span(newest[0])}) are older than the {self._num_spans} newest "
-                f"spans already ingested ({[_span(a) for a in window]}): a span folder was removed or renamed"
+                f"this run's examples (span {span_of(newest[0])}) are older than the {self._num_spans} newest "
+                f"spans already ingested ({[span_of(a) for a in window]}): a span folder was removed or renamed"
             )
         return {EXAMPLES_KEY: window, NEWEST_KEY: newest}
 
@@ -89,8 +89,8 @@ class EarlierReportsStrategy(resolver.ResolverStrategy):
         others = [
             r for r in input_dict.get(REPORTS_KEY, []) if r.get_string_custom_property(EXAMPLES_URI) != current.uri
         ]
-        if _span(current) > 0:
-            earlier = latest_spans([r for r in others if _span(r) < _span(current)], self._num_spans)
+        if span_of(current) > 0:
+            earlier = latest_spans([r for r in others if span_of(r) < span_of(current)], self._num_spans)
         else:
             earlier = sorted(others, key=lambda r: r.id)[-1:]
         return {REPORTS_KEY: earlier, NEWEST_KEY: newest}

@@ -17,6 +17,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx_bsl.public.tfxio import TFExampleRecord
 
+from components.resolver_strategies import span_of
 from components.wafer_report import health
 
 EXAMPLES_KEY = "examples"
@@ -92,8 +93,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         bound = float(exec_properties[JS_BOUND_KEY])
         current = tfdv.load_stats_binary(stats_path)
         record = check(current, [load_statistics(r.uri) for r in references], schema, bound)
-        span = int(examples.get_int_custom_property("span") or 0)
-        record.update(span=span, examples_uri=examples.uri, reference_spans=[_span(r) for r in references])
+        span = span_of(examples)
+        record.update(span=span, examples_uri=examples.uri, reference_spans=[span_of(r) for r in references])
         with tf.io.gfile.GFile(os.path.join(output.uri, DRIFT_FILE), "w") as f:
             json.dump(record, f, indent=1, sort_keys=True)
         output.set_int_custom_property("span", span)
@@ -109,7 +110,3 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 record["js_bound"],
                 ", ".join(record["drifted_features"][:10]),
             )
-
-
-def _span(artifact) -> int:
-    return int(artifact.get_int_custom_property("span") or 0)
