@@ -1,17 +1,23 @@
-"""End-to-end pipeline wall time and peak memory against dataset size, plus a fully cached re-run.
+"""The pipeline against the plain way at growing dataset sizes: wall time, peak memory, test AUC.
 
-    python benchmarks/pipeline_scaling.py [--lots 3 6 18] [--wafers-per-lot 5] [--out output/bench]
+    python benchmarks/pipeline_scaling.py [--lots 10 100] [--wafers-per-lot 5] [--out output/bench]
+    python benchmarks/pipeline_scaling.py --lots 320          # the 1M-die point (make benchmark-pipeline-1m)
 
-Each size runs `python -m pipeline.local_runner` in a fresh output directory as a child process (the
-default Beam profile: DirectRunner, multi_processing) with a small training budget, so the figures
-are dominated by the data-parallel components. Memory is the peak resident set of the whole process
-tree (the runner plus its Beam worker processes), sampled every 0.2 s with psutil, beside the largest
-single process as the kernel reports it (getrusage RUSAGE_CHILDREN). Each row is compared with the
-row before it (growth per step) and with the smallest dataset (the baseline). The last row re-runs
-the largest size unchanged: every component should be a cache hit.
+For each size (lots x wafers of the default WF7N product, 623 dies a wafer: 10 lots = 31k dies,
+100 lots = 312k, 320 lots = 997k) it generates the dataset once (STDF, the generator's default),
+then runs:
+- the pipeline, `python -m pipeline.local_runner` with default options (Tuner, Trainer, Evaluator,
+  exports, report) in a fresh output directory, as a child process (the default Beam profile:
+  DirectRunner, multi_processing);
+- the plain way, benchmarks/plain_way.py: the same files read into memory, the same MLP in Keras,
+  12 epochs with early stopping, on the pipeline's own lot split (read back from its examples), so
+  both are scored on the same test lots.
+Memory is the peak resident set of the whole process tree (the runner plus its Beam worker
+processes), sampled every 0.2 s with psutil. Per-component seconds come from MLMD's execution
+timestamps. The last size is re-run unchanged: every component should be a cache hit.
 
-The smallest size is 3 lots: train, validation and test are split by lot (dealt in proportion,
-at least one lot each), so fewer lots leave a split empty.
+Test AUC: the pipeline's is the pushed model's on the test split (run summary); the plain way's is
+its own model's on the same dies. Calibration is mean prediction / mean label on those dies.
 """
 
 from __future__ import annotations
@@ -19,29 +25,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
+import numpy as np
 import psutil
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
+import tensorflow as tf
 
 from data.synthetic import GeneratorConfig
 from data.writers import write_dataset
+from pipeline.metadata import read_only_store
+from pipeline.summary import latest_artifact
 
-# A small, fixed training budget: the question is how the data path scales, not the model.
-TRAINING_FLAGS = (
-    "--epochs",
-    "2",
-    "--tuner-trials",
-    "1",
-    "--tuner-epochs",
-    "1",
-    "--input-format",
-    "parquet",
-)
+PLAIN_WAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plain_way.py")
 
 
 def tree_rss(process: psutil.Process) -> int:
@@ -65,11 +62,17 @@ def run_pipeline(output_dir: str, data_dir: str, extra: list[str]) -> dict:
         output_dir,
         "--data-dir",
         data_dir,
-        *TRAINING_FLAGS,
         *extra,
     ]
-    log_path = os.path.join(output_dir, "benchmark.log")
-    os.makedirs(output_dir, exist_ok=True)
+    wall, peak = run_measured(command, os.path.join(output_dir, "benchmark.log"))
+    with open(os.path.join(output_dir, "run_summary.json")) as f:
+        summary = json.load(f)
+    return {"wall_s": wall, "peak_tree_mib": peak / 2**20, "summary": summary}
+
+
+def run_measured(command: list[str], log_path: str) -> tuple[float, int]:
+    """Run a command as a child process: wall seconds and the peak resident bytes of its process tree."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
     peak = 0
     with open(log_path, "ab") as log:
         start = time.perf_counter()
@@ -80,18 +83,42 @@ def run_pipeline(output_dir: str, data_dir: str, extra: list[str]) -> dict:
             time.sleep(0.2)
         wall = time.perf_counter() - start
     if child.returncode:
-        raise RuntimeError(f"pipeline failed ({child.returncode}); see {log_path}")
-    with open(os.path.join(output_dir, "run_summary.json")) as f:
-        summary = json.load(f)
-    return {"wall_s": wall, "peak_tree_mib": peak / 2**20, "summary": summary}
+        raise RuntimeError(f"{' '.join(command[:3])} failed ({child.returncode}); see {log_path}")
+    return wall, peak
+
+
+def split_lots(output_dir: str, pipeline_name: str = "waferflow") -> dict[str, list[str]]:
+    """The lots of each split of the pipeline's newest ExampleGen output (its lot-hash split)."""
+    store = read_only_store(os.path.join(output_dir, "metadata", f"{pipeline_name}.sqlite"))
+    examples = latest_artifact(store, pipeline_name, "WaferExampleGen", "Examples")
+    lots = {}
+    for split in ("train", "validation", "test"):
+        files = tf.io.gfile.glob(os.path.join(examples.uri, f"Split-{split}", "*"))
+        dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096)
+        spec = {"lot_id": tf.io.FixedLenFeature([], tf.string)}
+        found: set[str] = set()
+        for batch in dataset.map(lambda records, spec=spec: tf.io.parse_example(records, spec)["lot_id"]):
+            found.update(v.decode() for v in np.unique(batch.numpy()))
+        lots[split] = sorted(found)
+    return lots
+
+
+def run_plain_way(data_dir: str, lots: dict[str, list[str]], out_dir: str) -> dict:
+    """benchmarks/plain_way.py on the same files and lot split, measured like the pipeline."""
+    os.makedirs(out_dir, exist_ok=True)
+    splits_path, result_path = os.path.join(out_dir, "splits.json"), os.path.join(out_dir, "plain_way.json")
+    with open(splits_path, "w") as f:
+        json.dump(lots, f)
+    command = [sys.executable, PLAIN_WAY, "--data-dir", data_dir, "--splits", splits_path, "--out", result_path]
+    wall, peak = run_measured(command, os.path.join(out_dir, "plain_way.log"))
+    with open(result_path) as f:
+        result = json.load(f)
+    return {**result, "wall_s": wall, "peak_tree_mib": peak / 2**20}
 
 
 def component_seconds(output_dir: str, pipeline_name: str = "waferflow") -> dict[str, float]:
     """Seconds each component's execution took in the latest run, from MLMD's execution timestamps."""
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = os.path.join(output_dir, "metadata", f"{pipeline_name}.sqlite")
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    store = read_only_store(os.path.join(output_dir, "metadata", f"{pipeline_name}.sqlite"))
     run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: (c.create_time_since_epoch, c.id))
     seconds = {}
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: (e.create_time_since_epoch, e.id))
@@ -102,47 +129,56 @@ def component_seconds(output_dir: str, pipeline_name: str = "waferflow") -> dict
     return seconds
 
 
-def max_child_rss_mib() -> float:
-    """Largest resident set of any finished child so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
 def format_table(rows: list[dict]) -> str:
-    """Rows side by side, each with ratios to the previous row and to the first (baseline) row."""
+    """Pipeline and plain way side by side per size: wall time, peak memory, test AUC and
+    calibration, the ratios pipeline / plain way, and the pipeline's growth against the first size."""
     header = (
-        f"{'run':<22}{'dies':>8}{'examples':>10}{'wall s':>9}{'x prev':>8}{'x base':>8}"
-        f"{'peak tree MiB':>15}{'x prev':>8}{'x base':>8}{'max proc MiB':>14}"
+        f"{'size':<16}{'dies':>9}{'pipe s':>8}{'plain s':>8}{'x plain':>8}{'s/kdie':>8}"
+        f"{'pipe MiB':>9}{'plain MiB':>10}{'x plain':>8}"
+        f"{'AUC pipe':>9}{'AUC plain':>10}{'cal pipe':>9}{'cal plain':>10}"
     )
     lines = [header, "-" * len(header)]
-    base = rows[0]
-    for i, row in enumerate(rows):
-        prev = rows[i - 1] if i else row
-        lines.append(
-            f"{row['name']:<22}{row['dies']:>8}{row['examples']:>10}{row['wall_s']:>9.1f}"
-            f"{row['wall_s'] / prev['wall_s']:>8.2f}{row['wall_s'] / base['wall_s']:>8.2f}"
-            f"{row['peak_tree_mib']:>15.0f}{row['peak_tree_mib'] / prev['peak_tree_mib']:>8.2f}"
-            f"{row['peak_tree_mib'] / base['peak_tree_mib']:>8.2f}{row['max_proc_mib']:>14.0f}"
-        )
+    for row in rows:
+        plain = row.get("plain")
+        cells = [
+            f"{row['name']:<16}{row['dies']:>9}{row['wall_s']:>8.0f}",
+            f"{plain['wall_s']:>8.0f}{row['wall_s'] / plain['wall_s']:>8.2f}" if plain else f"{'-':>8}{'-':>8}",
+            f"{1000 * row['wall_s'] / row['dies']:>8.2f}{row['peak_tree_mib']:>9.0f}",
+            f"{plain['peak_tree_mib']:>10.0f}{row['peak_tree_mib'] / plain['peak_tree_mib']:>8.2f}"
+            if plain
+            else f"{'-':>10}{'-':>8}",
+            f"{_figure(row.get('test_auc')):>9}{_figure(plain and plain['test_auc']):>10}",
+            f"{_figure(row.get('test_calibration')):>9}{_figure(plain and plain['test_calibration']):>10}",
+        ]
+        lines.append("".join(cells))
     return "\n".join(lines)
 
 
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def format_components(rows: list[dict]) -> str:
-    """Seconds per component (MLMD execution start to end), one column per run."""
+    """Seconds per component (MLMD execution start to end), one column per run; plain way's steps below."""
     names = list(dict.fromkeys(name for row in rows for name in row["component_s"]))
-    header = f"{'component s':<30}" + "".join(f"{r['name']:>22}" for r in rows)
+    header = f"{'component s':<30}" + "".join(f"{r['name']:>18}" for r in rows)
     lines = [header, "-" * len(header)]
     for name in names:
         cells = (f"{r['component_s'][name]:.1f}" if name in r["component_s"] else "-" for r in rows)
-        lines.append(f"{name:<30}" + "".join(f"{c:>22}" for c in cells))
+        lines.append(f"{name:<30}" + "".join(f"{c:>18}" for c in cells))
+    for step in ("read_s", "fit_s", "score_s"):
+        cells = (f"{r['plain'][step]:.1f}" if r.get("plain") else "-" for r in rows)
+        lines.append(f"{'plain way ' + step[:-2]:<30}" + "".join(f"{c:>18}" for c in cells))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lots", type=int, nargs="+", default=[3, 6, 18])
-    parser.add_argument("--wafers-per-lot", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", default=os.path.join("output", "bench"))
+    parser.add_argument("--lots", type=int, nargs="+", default=[10, 100], help="sizes in lots (default %(default)s)")
+    parser.add_argument("--wafers-per-lot", type=int, default=5, help="(default %(default)s)")
+    parser.add_argument("--seed", type=int, default=7, help="generator seed (default %(default)s)")
+    parser.add_argument("--out", default=os.path.join("output", "bench"), help="(default %(default)s)")
+    parser.add_argument("--no-cached-rerun", action="store_true", help="skip the unchanged re-run of the last size")
     parser.add_argument(
         "--runner-arg",
         action="append",
@@ -161,36 +197,48 @@ def main(argv: list[str] | None = None) -> list[dict]:
         output_dir = os.path.join(args.out, f"run_{lots}lots")
         if os.path.exists(output_dir):
             raise FileExistsError(f"{output_dir} exists: a benchmark needs a fresh output directory")
-        runs = [("", False), (" cached re-run", True)] if lots == args.lots[-1] else [("", False)]
-        for suffix, cached in runs:
+        last = lots == args.lots[-1] and not args.no_cached_rerun
+        for suffix, cached in [("", False), (" cached", True)] if last else [("", False)]:
             result = run_pipeline(output_dir, data_dir, args.runner_arg)
-            rows.append(
-                {
-                    "name": f"{lots} lots{suffix}",
-                    "lots": lots,
-                    "dies": dies,
-                    "cached": cached,
-                    "examples": result["summary"]["ingest"]["examples"],
-                    "wall_s": result["wall_s"],
-                    "peak_tree_mib": result["peak_tree_mib"],
-                    "max_proc_mib": max_child_rss_mib(),
-                    "components": result["summary"]["components"],
-                    "component_s": component_seconds(output_dir),
-                }
-            )
-            print(f"{rows[-1]['name']}: {result['wall_s']:.1f} s, {result['peak_tree_mib']:.0f} MiB", flush=True)
+            test = result["summary"].get("test") or {}
+            row = {
+                "name": f"{lots} lots{suffix}",
+                "lots": lots,
+                "dies": dies,
+                "cached": cached,
+                "examples": result["summary"]["ingest"]["examples"],
+                "wall_s": result["wall_s"],
+                "peak_tree_mib": result["peak_tree_mib"],
+                "test_auc": test.get("scores", {}).get("model", {}).get("auc", {}).get("value"),
+                "test_calibration": test.get("calibration"),
+                "test_dies": test.get("dies"),
+                "test_fails": test.get("fails"),
+                "components": result["summary"]["components"],
+                # Other work on the machine skews every figure: the 1-minute load average at the end.
+                "load_avg_1m": os.getloadavg()[0],
+                "component_s": component_seconds(output_dir),
+            }
+            if not cached:
+                plain_dir = os.path.join(args.out, f"plain_{lots}lots")
+                row["plain"] = run_plain_way(data_dir, split_lots(output_dir), plain_dir)
+            rows.append(row)
+            print(f"{row['name']}: pipeline {row['wall_s']:.0f} s, {row['peak_tree_mib']:.0f} MiB", flush=True)
+            if not cached:
+                plain = row["plain"]
+                print(f"{row['name']}: plain way {plain['wall_s']:.0f} s, {plain['peak_tree_mib']:.0f} MiB")
+            with open(os.path.join(args.out, "pipeline_scaling.json"), "w") as f:
+                json.dump(rows, f, indent=1)
     print()
     print(format_table(rows))
     print(
-        "x prev: growth over the previous size (the cached re-run: over the same size's first run); "
-        "x base: over the first row. max proc MiB: largest single process so far (getrusage)."
+        "x plain: pipeline / plain way. s/kdie: pipeline seconds per thousand dies (linear cost keeps it flat). "
+        "MiB: peak resident set of the process tree. AUC, cal: test split, same dies for both "
+        "(cal = mean prediction / mean label)."
     )
-    cached = rows[-1]
-    print(f"cached re-run components: {cached['components']}")
+    if rows[-1]["cached"]:
+        print(f"cached re-run components: {rows[-1]['components']}")
     print()
     print(format_components(rows))
-    with open(os.path.join(args.out, "pipeline_scaling.json"), "w") as f:
-        json.dump(rows, f, indent=1)
     return rows
 
 

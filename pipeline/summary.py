@@ -41,7 +41,7 @@ HEADLINE_METRICS = (
 )
 
 
-def _latest(store, pipeline_name: str, node: str, type_name: str):
+def latest_artifact(store, pipeline_name: str, node: str, type_name: str):
     """Newest artifact of `type_name` attributed to pipeline node `node`."""
     context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
     if context is None:
@@ -221,7 +221,7 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
         summary["run"] = run.name
         summary["components"] = states
 
-    examples = _latest(store, pipeline_name, "WaferExampleGen", "Examples")
+    examples = latest_artifact(store, pipeline_name, "WaferExampleGen", "Examples")
     if examples is not None:
         report_path = os.path.join(examples.uri, REPORT_FILE)
         if tf.io.gfile.exists(report_path):
@@ -232,36 +232,36 @@ def run_summary(metadata_path: str, pipeline_name: str, labels_glob: str | None 
         summary["span"] = _custom(examples, "span")
         window = _input_artifacts(store, pipeline_name, "Transform", "examples")
         summary["training_spans"] = sorted({_custom(a, "span") for a in window}) if window else []
-        model = _latest(store, pipeline_name, "Trainer", "Model")
+        model = latest_artifact(store, pipeline_name, "Trainer", "Model")
         model_dir = os.path.join(model.uri, "Format-Serving") if model is not None else None
         summary["test"] = test_figures(examples.uri, model_dir, labels_glob)
 
-    anomalies = _latest(store, pipeline_name, "ExampleValidator", "ExampleAnomalies")
+    anomalies = latest_artifact(store, pipeline_name, "ExampleValidator", "ExampleAnomalies")
     if anomalies is not None:
         summary["anomalies"] = anomalies_per_split(anomalies.uri)
-    evaluation = _latest(store, pipeline_name, "Evaluator", "ModelEvaluation")
+    evaluation = latest_artifact(store, pipeline_name, "Evaluator", "ModelEvaluation")
     if evaluation is not None:
         summary["metrics"] = overall_metrics(evaluation.uri)
         gate_path = os.path.join(evaluation.uri, GATE_FILE)
         if tf.io.gfile.exists(gate_path):
             with tf.io.gfile.GFile(gate_path) as f:
                 summary["change_gate"] = json.load(f)
-    model_run = _latest(store, pipeline_name, "Trainer", "ModelRun")
+    model_run = latest_artifact(store, pipeline_name, "Trainer", "ModelRun")
     if model_run is not None and tf.io.gfile.exists(os.path.join(model_run.uri, BUDGET_FILE)):
         with tf.io.gfile.GFile(os.path.join(model_run.uri, BUDGET_FILE)) as f:
             summary["training"] = json.load(f)
-    drift = _latest(store, pipeline_name, "DriftCheck", DriftReport.TYPE_NAME)
+    drift = latest_artifact(store, pipeline_name, "DriftCheck", DriftReport.TYPE_NAME)
     if drift is not None and tf.io.gfile.exists(os.path.join(drift.uri, DRIFT_FILE)):
         summary["drift"] = read_drift(drift.uri)
-    blessing = _latest(store, pipeline_name, "Evaluator", "ModelBlessing")
+    blessing = latest_artifact(store, pipeline_name, "Evaluator", "ModelBlessing")
     summary["blessed"] = bool(_custom(blessing, "blessed")) if blessing is not None else None
     summary["blessing_withheld"] = _custom(blessing, REASON_PROPERTY) or None
     from components.wafer_report.component import WaferReportArtifact  # it imports this module
 
-    report = _latest(store, pipeline_name, "WaferReport", WaferReportArtifact.TYPE_NAME)
+    report = latest_artifact(store, pipeline_name, "WaferReport", WaferReportArtifact.TYPE_NAME)
     if report is not None and tf.io.gfile.exists(os.path.join(report.uri, REPORT_HTML)):
         summary["report"] = os.path.join(report.uri, REPORT_HTML)
-    pushed = _latest(store, pipeline_name, "Pusher", "PushedModel")
+    pushed = latest_artifact(store, pipeline_name, "Pusher", "PushedModel")
     if pushed is not None and _custom(pushed, "pushed"):
         summary["pushed_model"] = _custom(pushed, "pushed_destination")
     else:
