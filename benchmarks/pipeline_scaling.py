@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for lots in args.lots:
         data_dir = os.path.join(args.out, f"data_{lots}lots")
         if not os.path.exists(os.path.join(data_dir, "manifest.json")):
-            write_dataset(GeneratorConfig(lots=lots, wafers_per_lot=args.wafers_per_lot, seed=args.seed), data_dir)
+            config = GeneratorConfig(lots=lots, wafers_per_lot=args.wafers_per_lot, seed=args.seed)
+            write_dataset(config, data_dir, "stdf")
         with open(os.path.join(data_dir, "manifest.json")) as f:
             dies = json.load(f)["dies"]
         output_dir = os.path.join(args.out, f"run_{lots}lots")
