@@ -44,8 +44,10 @@ def load_program(custom_config: dict | None) -> TestProgram:
     if config.get(PROGRAM_KEY):
         return TestProgram.from_dict(config[PROGRAM_KEY])
     if not config.get(PROGRAM_DIR_KEY):
-        raise ValueError(f"preprocessing_fn needs custom_config[{PROGRAM_DIR_KEY!r}] (the ingest's output) "
-                         f"or custom_config[{PROGRAM_KEY!r}], got {sorted(config)}")
+        raise ValueError(
+            f"preprocessing_fn needs custom_config[{PROGRAM_DIR_KEY!r}] (the ingest's output) "
+            f"or custom_config[{PROGRAM_KEY!r}], got {sorted(config)}"
+        )
     path = f"{config[PROGRAM_DIR_KEY].rstrip('/')}/{PROGRAM_FILE}"
     with tf.io.gfile.GFile(path) as f:
         return TestProgram.from_json(f.read())
@@ -64,32 +66,26 @@ def _as_dense_nan(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
     return tf.reshape(tf.cast(x, tf.float32), [-1])
 
 
-def _present_values(x: tf.Tensor) -> tf.SparseTensor:
-    """The non-NaN entries of a [batch] tensor as a [batch, 1] SparseTensor: analyzers over it
-    see only measured values (a NaN neither poisons a statistic nor pretends to be zero)."""
+def _z_score_ignoring_missing(columns: list[tf.Tensor]) -> list[tf.Tensor]:
+    """Z-scores of [batch] tensors, each with its own mean and variance over its present values;
+    a missing value becomes 0 (the mean). One elementwise analyzer for all columns: the present
+    values of a [batch, k] matrix as a SparseTensor, so a NaN neither poisons a statistic nor
+    pretends to be zero."""
+    x = tf.stack(columns, axis=1)
     present = tf.logical_not(tf.math.is_nan(x))
-    indices = tf.where(present)
-    return tf.SparseTensor(
-        tf.concat([indices, tf.zeros_like(indices)], axis=1),
-        tf.boolean_mask(x, present),
-        tf.stack([tf.shape(x, out_type=tf.int64)[0], 1]),
-    )
-
-
-def _z_score_ignoring_missing(x: tf.Tensor) -> tf.Tensor:
-    """Z-score with mean/variance over present values only; missing values become 0 (the mean)."""
-    scaled = tft.scale_to_z_score(_present_values(x))
-    return tf.reshape(tf.sparse.to_dense(scaled, default_value=0.0), [-1])
+    sparse = tf.SparseTensor(tf.where(present), tf.boolean_mask(x, present), tf.shape(x, out_type=tf.int64))
+    scaled = tf.sparse.to_dense(tft.scale_to_z_score(sparse, elementwise=True), default_value=0.0)
+    return tf.unstack(tf.reshape(scaled, tf.shape(x)), num=len(columns), axis=1)
 
 
 def robust_centre_and_scale(g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Median and IQR / 1.349 of the present values of `g` over the training data (analyzers).
-
+    """Per column of a [batch, k] matrix, the median and IQR / 1.349 of its present (non-NaN) values
+    over the training data: one quantiles analyzer for every test (tft.quantiles ignores NaN).
     A test whose IQR is zero (a discrete reading) falls back to a scale of 1 in its own units."""
-    present = tf.boolean_mask(g, tf.logical_not(tf.math.is_nan(g)))
-    quartiles = tf.reshape(tft.quantiles(present, num_buckets=4, epsilon=0.001), [-1])
-    scale = (quartiles[2] - quartiles[0]) / IQR_TO_SIGMA
-    return quartiles[1], tf.where(scale > 0, scale, tf.ones_like(scale))
+    quartiles = tft.quantiles(g, num_buckets=4, epsilon=0.001, reduce_instance_dims=False)  # [k, 3]
+    quartiles = tf.reshape(quartiles, [-1, 3])
+    scale = (quartiles[:, 2] - quartiles[:, 0]) / IQR_TO_SIGMA
+    return quartiles[:, 1], tf.where(scale > 0, scale, tf.ones_like(scale))
 
 
 def _on_scale(test: TestDef, value: float | None) -> float | None:
@@ -101,23 +97,31 @@ def _on_scale(test: TestDef, value: float | None) -> float | None:
     return float(value)
 
 
-def test_features(test: TestDef, raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
-    """(robust z, margin or None, missing indicator) of one test's raw [batch] values (NaN = missing)."""
+def test_features(tests: list[TestDef], raw: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Robust z, margin and missing indicator of every test at once, from the [batch, k] raw values
+    (NaN = missing), each [batch, k]. A test without limits gets a margin of MARGIN_CAP everywhere;
+    the caller leaves it out.
+
+    All tests go through one matrix rather than one small graph each: a program has tens to
+    hundreds of tests, and per-test graphs made the Transform's cost (tracing, Beam stages, one
+    quantiles analyzer per test) grow with the program rather than the data."""
     present = tf.logical_not(tf.math.is_nan(raw))
     safe = tf.where(present, raw, tf.ones_like(raw))
-    g = tf.where(present, tf.math.log(tf.maximum(safe, 1e-30)) if test.log_scale else safe, raw)
+    log_scale = tf.constant([t.log_scale for t in tests])
+    g = tf.where(present, tf.where(log_scale, tf.math.log(tf.maximum(safe, 1e-30)), safe), raw)
     median, scale = robust_centre_and_scale(g)
     z = tf.where(present, tf.clip_by_value((g - median) / scale, -Z_CAP, Z_CAP), tf.zeros_like(g))
-    lo, hi = _on_scale(test, test.lo_limit), _on_scale(test, test.hi_limit)
-    margin = None
-    if lo is not None or hi is not None:
-        margin = tf.fill(tf.shape(g), features.MARGIN_CAP)
-        if lo is not None:
-            margin = tf.minimum(margin, (g - lo) / scale)
-        if hi is not None:
-            margin = tf.minimum(margin, (hi - g) / scale)
-        margin = tf.where(present, tf.maximum(margin, -features.MARGIN_CAP), features.MARGIN_CAP)
+    # A missing limit is an infinitely distant one: its term never wins the minimum.
+    lo = tf.constant([_on_scale(t, t.lo_limit) if _on_scale(t, t.lo_limit) is not None else -math.inf for t in tests])
+    hi = tf.constant([_on_scale(t, t.hi_limit) if _on_scale(t, t.hi_limit) is not None else math.inf for t in tests])
+    margin = tf.minimum(tf.minimum((g - lo) / scale, (hi - g) / scale), features.MARGIN_CAP)
+    margin = tf.where(present, tf.maximum(margin, -features.MARGIN_CAP), features.MARGIN_CAP)
     return z, margin, tf.cast(tf.logical_not(present), tf.float32)
+
+
+def has_limit(test: TestDef) -> bool:
+    """Whether a test has a limit on its feature scale (so a margin feature)."""
+    return _on_scale(test, test.lo_limit) is not None or _on_scale(test, test.hi_limit) is not None
 
 
 # Called by the Transform component (and reused by the serving graph through the TFT layer).
@@ -129,34 +133,37 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
     with_limits = bool((custom_config or {}).get(LIMIT_FEATURES_KEY, True))
     outputs = {}
     batch_like = _as_dense_nan(inputs["x"])
-    n_missing = tf.zeros_like(batch_like)
+    # A test in the program but on no example (only measured on sort fails) is not a feature.
+    tests = [t for t in program.tests if t.feature in inputs]
     margins = []
-    for test in program.tests:
-        if test.feature not in inputs:  # in the program but on no example (only on sort fails)
-            continue
-        z, margin, missing = test_features(test, _as_dense_nan(inputs[test.feature]))
-        outputs[features.transformed_name(test.feature)] = z
-        n_missing += missing
-        if margin is not None and with_limits:
-            outputs[features.margin_name(test.feature)] = margin
-            margins.append(margin)
+    if tests:
+        raw = tf.stack([_as_dense_nan(inputs[t.feature]) for t in tests], axis=1)
+        z, margin, missing = test_features(tests, raw)
+        for i, (test, z_i) in enumerate(zip(tests, tf.unstack(z, num=len(tests), axis=1), strict=True)):
+            outputs[features.transformed_name(test.feature)] = z_i
+            if with_limits and has_limit(test):
+                outputs[features.margin_name(test.feature)] = margin[:, i]
+                margins.append(i)
+        n_missing = tf.reduce_sum(missing, axis=1)
+    else:
+        n_missing = tf.zeros_like(batch_like)
     # Counts as shares of the program: bounded inputs whatever the number of tests (30 or 300), and
     # a range an int8 TF Lite model's first layer can represent.
-    n_tests = max(1, sum(t.feature in inputs for t in program.tests))
-    outputs[features.transformed_name(features.N_MISSING)] = n_missing / n_tests
+    outputs[features.transformed_name(features.N_MISSING)] = n_missing / max(1, len(tests))
     if with_limits:
         if margins:
-            stacked = tf.stack(margins, axis=1)
+            stacked = tf.gather(margin, margins, axis=1)
             smallest = tf.reduce_min(stacked, axis=1)
             near = tf.reduce_mean(tf.cast(stacked < guard_band, tf.float32), axis=1)
         else:  # a program without limits: every die is far from them
             smallest, near = tf.fill(tf.shape(batch_like), features.MARGIN_CAP), tf.zeros_like(batch_like)
         outputs[features.transformed_name(features.MIN_MARGIN)] = smallest
         outputs[features.transformed_name(features.N_NEAR_LIMIT)] = near
-
-    for key in features.Z_SCORED:
-        if key in inputs:  # a screen with no value on any die (ZPAT on one-wafer lots) is not a feature
-            outputs[features.transformed_name(key)] = _z_score_ignoring_missing(_as_dense_nan(inputs[key]))
+    # A screen with no value on any die (ZPAT on one-wafer lots) is not a feature.
+    z_scored = [key for key in features.Z_SCORED if key in inputs]
+    if z_scored:
+        scaled = _z_score_ignoring_missing([_as_dense_nan(inputs[key]) for key in z_scored])
+        outputs.update({features.transformed_name(key): x for key, x in zip(z_scored, scaled, strict=True)})
 
     radius = die_radius(_as_dense_nan(inputs["x"]), _as_dense_nan(inputs["y"]), program)
     outputs[features.transformed_name(features.RADIUS)] = radius
