@@ -197,11 +197,12 @@ def _analyzer_outputs(
     """({raw feature: (mean, variance)} of the z-scored outputs, {test: (q25, median, q75)}).
 
     After analysis the transform function takes each analyzer's result as a captured constant.
-    For each transformed output, walk its producers back through the function body and collect
-    the captured constants it depends on: a z-score (tft.scale_to_z_score, `(x - mean) / sqrt(var)`)
-    has one Sub whose right operand is a captured scalar (the mean) and one Sqrt of a captured
-    scalar (the variance); a test's robust z depends on exactly one captured [1, 3] tensor, its
-    quartiles (tft.quantiles). TFT has no public accessor for analyzer values;
+    models/preprocessing.py runs one quantiles analyzer over the matrix of all tests (a captured
+    [n_tests, 3] constant, row i the quartiles of test i) and one elementwise z-score analyzer over
+    the matrix of the z-scored features (a captured mean and a captured variance, each
+    [n_z_scored]). The mean and the variance have the same shape; they are told apart by use: the
+    z-score takes the square root of the variance and subtracts the mean, possibly through a
+    gather by column (the sparse input). TFT has no public accessor for analyzer values;
     `check_against_transform` guards this reading.
     """
     signature = tf.saved_model.load(tf_transform_output.transform_savedmodel_dir).signatures["serving_default"]
@@ -214,54 +215,65 @@ def _analyzer_outputs(
     body = next(f for f in graph.as_graph_def().library.function if f.signature.name == body_name)
 
     captured = {t.ref(): v for t, v in zip(graph.internal_captures, signature.captured_inputs, strict=True)}
-    scalars, triples = {}, {}
+    matrices, vectors = {}, {}
     for arg, tensor in zip(body.signature.input_arg, call.inputs, strict=True):
         value = captured.get(tensor.ref())
         if value is None or value.dtype != tf.float32:
             continue
-        if value.shape.rank == 0:
-            scalars[arg.name] = float(value.numpy())
-        elif value.shape.num_elements() == 3:
-            triples[arg.name] = tuple(float(v) for v in value.numpy().reshape(-1))
+        if tests and value.shape == (len(tests), 3):
+            matrices[arg.name] = value.numpy()
+        elif z_scored and value.shape == (len(z_scored),):
+            vectors[arg.name] = value.numpy()
 
     nodes = {n.name: n for n in body.node_def}
 
     def producer(endpoint: str) -> str:
         return endpoint.lstrip("^").split(":")[0]
 
-    keys = tf.nest.flatten(tf.nest.map_structure(lambda spec: spec.name, signature.structured_outputs))
-    wanted_z = {features.transformed_name(k): k for k in z_scored}
-    wanted_q = {features.transformed_name(k): k for k in tests}
+    def captured_vector(endpoint: str) -> str | None:
+        """The captured vector an op input reads, through gathers, reshapes and identities."""
+        name = producer(endpoint)
+        while name not in vectors:
+            node = nodes.get(name)
+            if node is None or node.op not in _PASS_THROUGH_OPS:
+                return None
+            name = producer(node.input[0])
+        return name
+
+    means, variances = set(), set()
+    for node in body.node_def:
+        if node.op == "Sub" and (arg := captured_vector(node.input[1])):
+            means.add(arg)
+        if node.op == "Sqrt" and (arg := captured_vector(node.input[0])):
+            variances.add(arg)
     stats, quartiles = {}, {}
-    for key, output in zip(keys, signature.outputs, strict=True):
-        if key not in wanted_z and key not in wanted_q:
-            continue
-        # output = Identity(call:k); call output k is the body's k-th output argument.
-        index = int(output.op.inputs[0].name.split(":")[1])
-        means, variances, found = [], [], set()
-        stack, seen = [producer(body.ret[body.signature.output_arg[index].name])], set()
-        while stack:
-            name = stack.pop()
-            if name in triples:
-                found.add(name)
-            if name in seen or name not in nodes:
-                continue
-            seen.add(name)
-            node = nodes[name]
-            if node.op == "Sub" and producer(node.input[1]) in scalars:
-                means.append(scalars[producer(node.input[1])])
-            if node.op == "Sqrt" and producer(node.input[0]) in scalars:
-                variances.append(scalars[producer(node.input[0])])
-            stack.extend(producer(i) for i in node.input)
-        if key in wanted_z:
-            if len(means) != 1 or len(variances) != 1:
-                raise ValueError(f"{key}: expected one z-score mean and variance, found {means} and {variances}")
-            stats[wanted_z[key]] = (means[0], variances[0])
-        else:
-            if len(found) != 1:
-                raise ValueError(f"{key}: expected one quartiles constant, found {len(found)}")
-            quartiles[wanted_q[key]] = triples[found.pop()]
+    if z_scored:
+        if len(means) != 1 or len(variances) != 1 or means == variances:
+            raise ValueError(
+                f"expected one z-score mean and one variance vector of {len(z_scored)}, found {means} and {variances}"
+            )
+        mean, variance = vectors[means.pop()], vectors[variances.pop()]
+        stats = {k: (float(mean[i]), float(variance[i])) for i, k in enumerate(z_scored)}
+    if tests:
+        if len(matrices) != 1:
+            raise ValueError(f"expected one [{len(tests)}, 3] quartiles constant, found {len(matrices)}")
+        (matrix,) = matrices.values()
+        quartiles = {t: tuple(float(v) for v in matrix[i]) for i, t in enumerate(tests)}
     return stats, quartiles
+
+
+# Ops a z-score's mean or variance passes through between the captured constant and its use.
+_PASS_THROUGH_OPS = {
+    "BroadcastTo",
+    "GatherNd",
+    "GatherV2",
+    "Gather",
+    "Identity",
+    "Reshape",
+    "Cast",
+    "ExpandDims",
+    "Squeeze",
+}
 
 
 class DenseTransform(tf.Module):
