@@ -63,19 +63,76 @@ def bootstrap_by_lot(
     }
 
 
+class RankedScores:
+    """One score column sorted once, best first, with its tie groups.
+
+    A lot bootstrap resample is a weighting of the original dies (a lot drawn twice counts twice),
+    and AUC, PR-AUC and catch rates of a weighted sample need only cumulative sums in score order:
+    sorting once and weighting per resample costs O(n) a resample instead of a sort for every
+    figure of every resample (`scores_table` at 300k dies: minutes before, seconds now)."""
+
+    def __init__(self, labels: np.ndarray, scores: np.ndarray):
+        self.order = np.argsort(-np.asarray(scores), kind="stable")
+        ranked = np.asarray(scores)[self.order]
+        self.labels = np.asarray(labels, dtype=np.float64)[self.order]
+        # First position of each distinct score: metrics step only between distinct thresholds.
+        self.starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+
+    def headline(self, weights: np.ndarray | None = None) -> dict[str, float] | None:
+        """`headline` of the sample where die i counts weights[i] times (None: once each); None
+        when the sample has only one class."""
+        w = np.ones(len(self.order)) if weights is None else np.asarray(weights, np.float64)[self.order]
+        positive = w * self.labels
+        tp = np.cumsum(np.add.reduceat(positive, self.starts))
+        fp = np.cumsum(np.add.reduceat(w - positive, self.starts))
+        n_pos, n_neg = tp[-1], fp[-1]
+        if n_pos <= 0 or n_neg <= 0:
+            return None
+        tpr, fpr = np.r_[0.0, tp / n_pos], np.r_[0.0, fp / n_neg]
+        kept = tp + fp > 0  # thresholds above which no die of the sample lies add nothing
+        recall_steps = np.diff(np.r_[0.0, tp / n_pos])
+        out = {
+            "auc": float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)),
+            "pr_auc": float(np.sum(recall_steps[kept] * tp[kept] / (tp[kept] + fp[kept]))),
+        }
+        dies, fails = np.cumsum(w), np.cumsum(positive)
+        for share in INK_SHARES:
+            k = max(1, int(round(share * dies[-1])))
+            i = int(np.searchsorted(dies, k))  # the die whose copies reach the budget
+            before, fails_before = (dies[i - 1], fails[i - 1]) if i else (0.0, 0.0)
+            out[f"catch@{share:.1%}"] = float((fails_before + (k - before) * self.labels[i]) / n_pos)
+        return out
+
+
 def scores_table(frame: pd.DataFrame, columns: Sequence[str], n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Headline figures with lot-bootstrap intervals for each score column of `frame` (which has
-    lot_id and ft_fail), all columns resampled together so that differences are paired."""
+    lot_id and ft_fail), all columns resampled together so that differences are paired.
 
-    def metric(sample: pd.DataFrame) -> dict[str, float]:
-        y = sample["ft_fail"].to_numpy()
-        return {f"{c}|{k}": v for c in columns for k, v in headline(y, sample[c].to_numpy()).items()}
-
-    flat = bootstrap_by_lot(frame, metric, n_boot, seed)
-    table: dict = {c: {} for c in columns}
-    for key, value in flat.items():
-        column, name = key.split("|")
-        table[column][name] = value
+    The resamples are `bootstrap_by_lot`'s (the same draws for the same seed), computed as lot
+    weights over the dies (RankedScores). AUC and PR-AUC equal the resampled frames' exactly; a
+    catch rate can differ where dies with equal scores straddle the ink budget, which a resample
+    orders by its random lot order and this by the frame's order."""
+    labels = frame["ft_fail"].to_numpy()
+    ranked = {c: RankedScores(labels, frame[c].to_numpy()) for c in columns}
+    lots, lot_index = np.unique(frame["lot_id"].to_numpy(), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    draws: dict[str, dict[str, list[float]]] = {c: {} for c in columns}
+    for _ in range(n_boot):
+        weights = np.bincount(rng.integers(len(lots), size=len(lots)), minlength=len(lots))[lot_index]
+        for column, scores in ranked.items():
+            for name, value in (scores.headline(weights) or {}).items():
+                draws[column].setdefault(name, []).append(value)
+    table: dict = {}
+    for column, scores in ranked.items():
+        point = scores.headline() or {}
+        table[column] = {
+            name: {
+                "value": value,
+                "lo": float(np.percentile(draws[column][name], 2.5)) if draws[column].get(name) else float("nan"),
+                "hi": float(np.percentile(draws[column][name], 97.5)) if draws[column].get(name) else float("nan"),
+            }
+            for name, value in point.items()
+        }
     return table
 
 
