@@ -54,9 +54,15 @@ KFP_OUT ?= output/kfp/waferflow.yaml
 kfp: venv
 	$(VENV)/bin/waferflow kfp --output $(KFP_OUT) $(ARGS)
 
-# End-to-end wall time and peak memory against dataset size, plus a cached re-run (docs/beam.md).
+# The pipeline against the plain way (benchmarks/plain_way.py) at 31k and 312k dies: wall time, peak
+# memory, test AUC and calibration, per-component seconds, a cached re-run (README, docs/beam.md).
 benchmark-pipeline: venv
 	$(PY) benchmarks/pipeline_scaling.py $(ARGS)
+
+.PHONY: benchmark-pipeline-1m
+# The 1M-die point (320 lots, ~1.5 GB of STDF, about an hour on 2 cores), in its own output folder.
+benchmark-pipeline-1m: venv
+	$(PY) benchmarks/pipeline_scaling.py --lots 320 --no-cached-rerun --out output/bench_1m $(ARGS)
 
 .PHONY: benchmark-serving lint-docker
 # Serving throughput and single-die latency: SavedModel vs TF Lite vs ONNX Runtime, against this
