@@ -25,6 +25,7 @@ from models.features import LABEL_KEY
 
 KEYS = ["lot_id", "wafer_id", "x", "y"]
 N_BOOT = 300  # the run summary's (pipeline/summary.py test_figures)
+MAX_WAFER_MAPS = 24  # test wafers drawn as maps; the rest are counts only (wafer_section)
 IMPORTANCE_DIES = 20_000  # permutation importance on at most this many test dies
 RISKIEST = 10
 CALIBRATION_BINS = 10
@@ -74,7 +75,7 @@ def wafer_section(dies: pd.DataFrame, test: pd.DataFrame, op) -> tuple[list[dict
     # One colour scale for every risk map, so that wafers compare at a glance.
     risk_max = float(np.quantile(test["model"], 0.995)) if len(test) else 1.0
     hard_bins = sorted(scored.loc[scored["lot_id"].isin(lots), "hard_bin"].unique().tolist())
-    wafers, stacked = [], []
+    wafers, stacked, frames = [], [], {}
     for lot in lots:
         lot_dies = scored[scored["lot_id"] == lot]
         for wafer_id, wafer in lot_dies.groupby("wafer_id", sort=True):
@@ -82,6 +83,7 @@ def wafer_section(dies: pd.DataFrame, test: pd.DataFrame, op) -> tuple[list[dict
             passing = wafer["sort_pass"].to_numpy(bool)
             outcome, ink = outcome_codes(wafer), ink_codes(wafer, threshold)
             grid, _ = plots.grid_of(wafer, np.ones(len(wafer)))
+            frames[wafer_id] = (wafer, outcome, ink)
             wafers.append(
                 {
                     "lot_id": lot,
@@ -92,14 +94,7 @@ def wafer_section(dies: pd.DataFrame, test: pd.DataFrame, op) -> tuple[list[dict
                     "ft_fails": int((outcome == 1).sum()),
                     "inked": int(np.isin(ink, (1, 2)).sum()),
                     "escapes": int((ink == 3).sum()),
-                    "maps": [
-                        plots.bin_map(wafer, "hard_bin", f"{wafer_id}: sort hard bins", hard_bins),
-                        plots.state_map(wafer, outcome, "sort and final test"),
-                        plots.value_map(
-                            wafer, wafer["model"].to_numpy(float), "predicted risk", "P(final-test fail)", risk_max
-                        ),
-                        plots.state_map(wafer, ink, "ink decision", plots.INK_STATES, plots.INK_COLOURS),
-                    ],
+                    "maps": [],
                 }
             )
         # Stacked over the lot's wafers: at each x/y, the share of wafers where the die failed
@@ -115,6 +110,17 @@ def wafer_section(dies: pd.DataFrame, test: pd.DataFrame, op) -> tuple[list[dict
                 ),
             }
         )
+    # Maps for the wafers with the most final-test fails (escapes first): four images a wafer for
+    # every test wafer made the report grow with the data (660 images at 312k dies, a third of its
+    # time); every wafer keeps its counts.
+    for record in sorted(wafers, key=lambda w: (-w["escapes"], -w["ft_fails"], w["wafer_id"]))[:MAX_WAFER_MAPS]:
+        wafer, outcome, ink = frames[record["wafer_id"]]
+        record["maps"] = [
+            plots.bin_map(wafer, "hard_bin", f"{record['wafer_id']}: sort hard bins", hard_bins),
+            plots.state_map(wafer, outcome, "sort and final test"),
+            plots.value_map(wafer, wafer["model"].to_numpy(float), "predicted risk", "P(final-test fail)", risk_max),
+            plots.state_map(wafer, ink, "ink decision", plots.INK_STATES, plots.INK_COLOURS),
+        ]
     return wafers, stacked
 
 
@@ -157,11 +163,13 @@ def per_lot(test: pd.DataFrame, op, n_boot: int = 200, seed: int = 0) -> list[di
         }
         if 0 < y.sum() < len(y):
             row["auc"] = float(roc_auc_score(y, p))
+            # Die resamples as die weights over the lot's dies sorted once (evaluation.RankedScores).
+            ranked = evaluation.RankedScores(y, p)
             draws = []
             for _ in range(n_boot):
-                i = rng.integers(len(y), size=len(y))
-                if 0 < y[i].sum() < len(i):
-                    draws.append(roc_auc_score(y[i], p[i]))
+                weights = np.bincount(rng.integers(len(y), size=len(y)), minlength=len(y))
+                if (figures := ranked.headline(weights)) is not None:
+                    draws.append(figures["auc"])
             row["lo"], row["hi"] = float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
         if op is not None:
             inked = op.ink(p)
