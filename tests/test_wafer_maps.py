@@ -4,17 +4,31 @@ real generated STDF files read back by the ingest's reader."""
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from data.patterns import MAP_CHANNELS, MAP_SIZE
+from data.generate import build_parser
+from data.generate import main as generate_main
+from data.patterns import (
+    GENERATOR_CLASSES,
+    MAP_CHANNELS,
+    MAP_SIZE,
+    SidecarError,
+    labels_for,
+    parse_sidecar,
+    read_sidecar,
+    sidecar_text,
+)
 from data.products import PRODUCTS
 from data.readers import read_stdf
 from data.stdf.writer import write_stdf_wafer
-from data.synthetic import GeneratorConfig, generate
+from data.synthetic import DEFECT_PATTERNS, MIXABLE, GeneratorConfig, draw_patterns, generate
 from data.wafer_maps import FAIL, OFF_WAFER, PASS, MapGeometry, MapGeometryError, fixed_map, native_map
+from data.writers import _PATTERN_FIELDS, _generator_settings, write_dataset
 
 ON, FAILED = MAP_CHANNELS.index("on_wafer"), MAP_CHANNELS.index("fail")
 
@@ -109,3 +123,149 @@ def test_products_with_different_dies_give_alike_maps():
         images.append(fixed_map(dies, geometry)[..., FAILED].astype(bool))
     overlap = (images[0] & images[1]).sum() / (images[0] | images[1]).sum()
     assert overlap > 0.7
+
+
+# --- The generator's pattern mode and maps-only mode, and the pattern-labels sidecar ---------------
+
+MAPS = GeneratorConfig(lots=6, wafers_per_lot=25, seed=11, patterns=True, maps_only=True)
+
+
+@pytest.fixture(scope="module")
+def maps_dataset(tmp_path_factory) -> tuple[str, dict]:
+    """150 maps-only wafers of WF7N as bin-map STDF, with their pattern sidecars."""
+    out = str(tmp_path_factory.mktemp("maps"))
+    return out, write_dataset(MAPS, out, "stdf")
+
+
+def test_default_config_keeps_the_die_level_draws_and_manifest():
+    """The pattern mode is opt-in: by default no pattern field reaches the manifest, and switching
+    only the pattern mode on leaves every other part of the wafer's stream alone up to the defects."""
+    config = GeneratorConfig(lots=1, wafers_per_lot=3, seed=5)
+    assert not set(_PATTERN_FIELDS) & set(_generator_settings(config))
+    assert set(_PATTERN_FIELDS) <= set(_generator_settings(dataclasses.replace(config, patterns=True)))
+    for wafer in generate(config):
+        assert wafer.defect_pattern == "none" or wafer.defect_pattern in DEFECT_PATTERNS
+
+
+def test_full_and_maps_only_modes_draw_the_same_patterns():
+    full = GeneratorConfig(lots=2, wafers_per_lot=4, seed=11, patterns=True, defect_wafer_share=0.8)
+    maps = dataclasses.replace(full, maps_only=True)
+    assert [w.defect_pattern for w in generate(full)] == [w.defect_pattern for w in generate(maps)]
+
+
+def test_pattern_mode_mixes_and_keeps_rare_classes_rare(maps_dataset):
+    _, manifest = maps_dataset
+    drawn = [w["defect_pattern"] for w in manifest["wafers"]]
+    assert len(drawn) == MAPS.lots * MAPS.wafers_per_lot
+    share_none = drawn.count("none") / len(drawn)
+    assert 0.5 < share_none < 0.8  # most wafers show no pattern (defect_wafer_share 0.35)
+    mixed = [d.split("+") for d in drawn if "+" in d]
+    assert mixed and all(b in MIXABLE[a] for a, b in mixed)
+    single = [d for d in drawn if d != "none" and "+" not in d]
+    assert "local" in single and single.count("edge_ring") > single.count("near_full")
+
+
+def test_a_mixed_wafer_fails_where_either_pattern_kills():
+    config = GeneratorConfig(patterns=True, defect_wafer_share=1.0, mixed_share=1.0, pattern_weights="uniform")
+    spec = PRODUCTS["WF7N"].geometry
+    grid = spec.die_grid()
+    rx, ry = (
+        grid[:, 0] * spec.die_width_mm / spec.usable_radius_mm,
+        grid[:, 1] * spec.die_height_mm / spec.usable_radius_mm,
+    )
+    for wafer_num in range(1, 40):
+        drawn, density = draw_patterns(config, "L1", wafer_num, rx, ry)
+        if len(drawn) == 2:
+            break
+    assert len(drawn) == 2 and drawn[1] in MIXABLE[drawn[0]]
+    assert ((density >= 0) & (density <= 1)).all() and density.max() > 0.5
+
+
+def test_local_clusters_stay_away_from_the_edge():
+    config = GeneratorConfig(patterns=True, defect_wafer_share=1.0, mixed_share=0.0, pattern_weights="uniform")
+    spec = PRODUCTS["WF7N"].geometry
+    grid = spec.die_grid()
+    rx, ry = (
+        grid[:, 0] * spec.die_width_mm / spec.usable_radius_mm,
+        grid[:, 1] * spec.die_height_mm / spec.usable_radius_mm,
+    )
+    peaks = []
+    for wafer_num in range(1, 200):
+        drawn, density = draw_patterns(config, "L1", wafer_num, rx, ry)
+        if drawn == ("local",):
+            peaks.append(float(np.hypot(rx, ry)[density.argmax()]))
+    assert len(peaks) >= 10
+    assert max(peaks) < 0.8 and min(peaks) > 0.15
+
+
+def test_maps_only_files_are_real_stdf_and_give_the_drawn_maps(maps_dataset):
+    out, manifest = maps_dataset
+    sidecars = {}
+    for path in sorted(glob.glob(os.path.join(out, "patterns", "*.csv"))):
+        sidecars.update(read_sidecar(path))
+    assert len(sidecars) == len(manifest["wafers"])
+    assert not os.path.exists(os.path.join(out, "labels"))  # no final test in maps-only mode
+    by_wafer = {w["wafer_id"]: w for w in manifest["wafers"]}
+    fail_share = {}
+    for entry in manifest["wafers"][:40]:
+        (read,) = read_stdf(os.path.join(out, entry["file"]))
+        assert len(read.dies) == len(PRODUCTS["WF7N"].geometry.die_grid()) and not read.program.tests
+        classes = sidecars[(read.lot_id, read.wafer_id)]
+        assert classes == tuple(
+            sorted(GENERATOR_CLASSES[p] for p in by_wafer[read.wafer_id]["defect_pattern"].split("+") if p != "none")
+        )
+        image = fixed_map(read.dies, MapGeometry.from_program(read.program, read.source))
+        fail_share[classes] = fail_share.get(classes, []) + [image[..., FAILED].sum() / image[..., ON].sum()]
+    # No-pattern wafers fail only at the baseline rate; patterned ones more.
+    assert max(fail_share[()]) < 0.08
+    assert np.mean([s for c, v in fail_share.items() if c for s in v]) > np.mean(fail_share[()])
+
+
+def test_generator_speed_is_thousands_a_minute(tmp_path):
+    """Not a timed assertion (benchmarks print figures); a guard against a per-die Python loop: 200
+    wafers must not take more than 30 s even on a loaded 2-core machine (measured: about 0.6 s)."""
+    import time
+
+    start = time.perf_counter()
+    write_dataset(dataclasses.replace(MAPS, lots=8, seed=3), str(tmp_path), "stdf")
+    assert time.perf_counter() - start < 30
+
+
+def test_sidecar_round_trip_and_clear_errors(tmp_path):
+    text = sidecar_text([("L1", "L1-W01", ()), ("L1", "L1-W02", ("Scratch", "Center"))])
+    assert text.splitlines() == ["lot_id,wafer_id,patterns", "L1,L1-W01,none", "L1,L1-W02,Center;Scratch"]
+    path = tmp_path / "L1.csv"
+    path.write_text(text)
+    labels = read_sidecar(str(path))
+    assert labels == {("L1", "L1-W01"): (), ("L1", "L1-W02"): ("Center", "Scratch")}
+    with pytest.raises(SidecarError, match=r"wafer L1-W09 of lot L1 has no row in .*L1.csv"):
+        labels_for(labels, "L1", "L1-W09", str(path))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("lot_id,wafer_id,patterns\nL1,L1-W01,none\nL1,L1-W02,Scratch;Blob\n")
+    with pytest.raises(
+        SidecarError, match=r"bad.csv line 3: wafer L1-W02 of lot L1: unknown pattern class\(es\) \['Blob'\]"
+    ):
+        read_sidecar(str(bad))
+    bad.write_text("lot,wafer_id,patterns\n")
+    with pytest.raises(SidecarError, match=r"bad.csv: pattern sidecar lacks column\(s\) \['lot_id'\]"):
+        read_sidecar(str(bad))
+    bad.write_text("lot_id,wafer_id,patterns\nL1,L1-W01,none\nL1,L1-W01,Donut\n")
+    with pytest.raises(SidecarError, match="line 3: wafer L1-W01 of lot L1 is listed twice"):
+        read_sidecar(str(bad))
+    with pytest.raises(SidecarError, match="none.*cannot be combined"):
+        parse_sidecar("lot_id,wafer_id,patterns\nL1,W1,none;Donut\n", "x.csv")
+    with pytest.raises(SidecarError, match="missing.csv: cannot read"):
+        read_sidecar(str(tmp_path / "missing.csv"))
+
+
+def test_generate_command_line_writes_a_maps_only_dataset(tmp_path, capsys):
+    manifest = generate_main(
+        ["--out", str(tmp_path), "--lots", "2", "--wafers-per-lot", "3", "--maps-only", "--format", "parquet"]
+    )
+    assert manifest["generator"]["patterns"] and manifest["generator"]["maps_only"]
+    assert len(glob.glob(str(tmp_path / "wafers" / "*" / "*.parquet"))) == 6
+    assert len(glob.glob(str(tmp_path / "patterns" / "*.csv"))) == 2
+    help_text = build_parser().format_help()
+    for option in ("--patterns", "--maps-only", "--pattern-weights", "--mixed-share", "--defect-wafer-share"):
+        assert option in help_text
+    assert "default wm811k" in " ".join(help_text.split())
