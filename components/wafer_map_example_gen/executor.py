@@ -111,7 +111,8 @@ class _MapsOfLot(beam.DoFn):
             raise ValueError(
                 f"lot {lot_id}: wafer(s) {sorted(w for _, w in duplicates)} listed in two pattern sidecars"
             )
-        stats = dict.fromkeys(COUNTERS[3:], 0) | {"unlabelled": [], "no_geometry": []}
+        stats = {"wafers_read": 0, "examples": 0, "rejected_no_label": 0, "rejected_no_geometry": 0}
+        stats |= {"superseded_retests": 0, "unlabelled": [], "no_geometry": []}
         by_wafer: dict[str, list[WaferRead]] = {}
         for read in reads:
             by_wafer.setdefault(read.wafer_id, []).append(read)
