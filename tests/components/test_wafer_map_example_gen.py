@@ -152,3 +152,35 @@ def test_parquet_input_with_a_full_pattern_mode_dataset_split_by_time(tmp_path):
         vector = list(example.features.feature[LABEL_KEY].int64_list.value)
         assert multi_hot_to_labels(vector) == (labels[key] or ("none",))
         assert _bytes(example, PRODUCT_KEY) == "MX3A"
+
+
+def test_runs_in_a_tfx_pipeline_with_tfx_driver_and_cache(maps_dataset, tmp_path):
+    """The component in a real one-component pipeline (LocalDagRunner, SQLite MLMD): TFX's
+    FileBasedDriver fingerprints the files, and a second run on the same files is a cache hit."""
+    from ml_metadata.metadata_store import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+    from tfx.orchestration import metadata
+    from tfx.orchestration import pipeline as tfx_pipeline
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+
+    db = str(tmp_path / "mlmd.sqlite")
+
+    def run() -> None:
+        pipeline = tfx_pipeline.Pipeline(
+            pipeline_name="maps",
+            pipeline_root=str(tmp_path / "root"),
+            components=[WaferMapExampleGen(input_base=maps_dataset)],
+            enable_cache=True,
+            metadata_connection_config=metadata.sqlite_metadata_connection_config(db),
+            beam_pipeline_args=["--direct_running_mode=in_memory"],
+        )
+        LocalDagRunner().run(pipeline)
+
+    run()
+    run()
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db))
+    states = [e.last_known_state for e in store.get_executions()]
+    assert states == [metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED]
+    (examples,) = store.get_artifacts_by_type("Examples")
+    assert examples.custom_properties["examples"].int_value == MAPS.lots * MAPS.wafers_per_lot
+    assert examples.custom_properties["rejected_no_label"].int_value == 0
