@@ -2,6 +2,11 @@
 
 python -m data.generate --out output/data [--product WF7N|MX3A] [--lots 10] [--wafers-per-lot 5]
     [--seed 42] [--format stdf|parquet] [--program-revision 1.0] [--span 2 [--drift-per-span 0.3]]
+    [--patterns [--maps-only] [--pattern-weights wm811k|uniform] [--mixed-share 0.2]] [--defect-wafer-share 0.35]
+
+With `--patterns` the wafers carry the pattern pipeline's defect signatures and each lot gets a
+pattern-labels sidecar (patterns/<lot>.csv, data/patterns.py); `--maps-only` writes bins without
+parametric tests or final-test labels, thousands of wafers in seconds.
 
 With `--span K` the lots go to <out>/span-K/ and are new lots (none shared with other spans): the
 layout a run with `--spans` reads, one new span a day.
@@ -14,7 +19,7 @@ import json
 import os
 
 from data.products import DEFAULT_PRODUCT, PRODUCTS
-from data.synthetic import GeneratorConfig
+from data.synthetic import PATTERN_WEIGHTS, GeneratorConfig
 from data.writers import WRITERS, span_folder, write_dataset
 
 
@@ -81,6 +86,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s: none)",
     )
 
+    parser.add_argument(
+        "--defect-wafer-share",
+        type=float,
+        default=GeneratorConfig.defect_wafer_share,
+        help="share of wafers with a spatial defect pattern (default %(default)s)",
+    )
+    parser.add_argument(
+        "--patterns",
+        action="store_true",
+        help="pattern mode: WM-811K's classes (local clusters too), mixed patterns and a pattern-labels sidecar "
+        "per lot in <out>/patterns/ (default: off, the die-level generator's draws)",
+    )
+    parser.add_argument(
+        "--maps-only",
+        action="store_true",
+        help="pattern mode (implies --patterns) with bins only: no parametric tests, no final-test labels, "
+        "written as bin-map STDF or Parquet; thousands of wafers in seconds (default: off)",
+    )
+    parser.add_argument(
+        "--pattern-weights",
+        choices=sorted(PATTERN_WEIGHTS),
+        default=GeneratorConfig.pattern_weights,
+        help="with --patterns: how often each pattern is drawn on a defect wafer; wm811k: WM-811K's class "
+        "frequencies (near-full rare), uniform: all alike (default %(default)s)",
+    )
+    parser.add_argument(
+        "--mixed-share",
+        type=float,
+        default=GeneratorConfig.mixed_share,
+        help="with --patterns: share of defect wafers that get a second, different pattern (MixedWM38's "
+        "pairs) (default %(default)s)",
+    )
+
 
 def _span_number(text: str) -> int:
     value = int(text)
@@ -104,6 +142,11 @@ def run(args: argparse.Namespace) -> dict:
         program_revision=args.program_revision,
         span=args.span or 0,
         drift_per_span=args.drift_per_span,
+        defect_wafer_share=args.defect_wafer_share,
+        patterns=args.patterns or args.maps_only,
+        maps_only=args.maps_only,
+        pattern_weights=args.pattern_weights,
+        mixed_share=args.mixed_share,
     )
     out = os.path.join(args.out, span_folder(args.span)) if args.span is not None else args.out
     manifest = write_dataset(config, out, args.format)

@@ -14,6 +14,11 @@ transfer between products. Its channels are `MAP_CHANNELS`.
 
 from __future__ import annotations
 
+import csv
+import io
+
+from data import fs
+
 PATTERN_CLASSES = ("Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-full", "Random", "Scratch")
 NONE_CLASS = "none"
 # Scored classes: the eight patterns and "none" (no pattern at all).
@@ -60,3 +65,83 @@ def multi_hot_to_labels(vector: list[int] | tuple[int, ...]) -> tuple[str, ...]:
         raise ValueError(f"a pattern label has {len(PATTERN_CLASSES)} entries, got {len(vector)}")
     names = tuple(name for name, on in zip(PATTERN_CLASSES, vector, strict=True) if on)
     return names or (NONE_CLASS,)
+
+
+# The pattern-labels sidecar: one CSV per lot (`patterns/<lot_id>.csv` in a dataset, beside the
+# wafer files), a header row then one row per wafer. `patterns` is the wafer's classes joined by
+# ";" (e.g. "Center;Scratch") or "none". The generator writes it; for real data a yield engineer's
+# review (or a labelling tool) writes the same columns.
+SIDECAR_COLUMNS = ("lot_id", "wafer_id", "patterns")
+SIDECAR_SEPARATOR = ";"
+SIDECAR_PATTERN = "patterns/*.csv"  # glob of the sidecar files, relative to the dataset directory
+
+
+def format_patterns(classes: tuple[str, ...] | list[str]) -> str:
+    """A wafer's classes as a sidecar cell: sorted names joined by ";", or "none"."""
+    labels_to_multi_hot(classes)  # validates the names
+    names = sorted(set(classes) - {NONE_CLASS})
+    return SIDECAR_SEPARATOR.join(names) or NONE_CLASS
+
+
+def sidecar_text(rows: list[tuple[str, str, tuple[str, ...]]]) -> str:
+    """A sidecar file's text from (lot_id, wafer_id, classes) rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SIDECAR_COLUMNS)
+    for lot_id, wafer_id, classes in rows:
+        writer.writerow((lot_id, wafer_id, format_patterns(classes)))
+    return buffer.getvalue()
+
+
+class SidecarError(ValueError):
+    """A pattern-labels sidecar that cannot be used: names the file, the line and what is wrong."""
+
+
+def parse_sidecar(text: str, path: str) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(lot_id, wafer_id) -> the wafer's classes (() for "none") from a sidecar file's text.
+
+    SidecarError (naming `path` and the line) for a missing column, an unknown class, an empty
+    cell, or a wafer listed twice."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in SIDECAR_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise SidecarError(f"{path}: pattern sidecar lacks column(s) {missing}; it needs {list(SIDECAR_COLUMNS)}")
+    labels: dict[tuple[str, str], tuple[str, ...]] = {}
+    for row in reader:
+        line = reader.line_num
+        key = (row["lot_id"] or "").strip(), (row["wafer_id"] or "").strip()
+        cell = (row["patterns"] or "").strip()
+        if not all(key) or not cell:
+            raise SidecarError(f"{path} line {line}: empty lot_id, wafer_id or patterns ({dict(row)})")
+        names = tuple(name.strip() for name in cell.split(SIDECAR_SEPARATOR))
+        try:
+            labels_to_multi_hot(names)
+        except ValueError as error:
+            raise SidecarError(f"{path} line {line}: wafer {key[1]} of lot {key[0]}: {error}") from None
+        if key in labels:
+            raise SidecarError(f"{path} line {line}: wafer {key[1]} of lot {key[0]} is listed twice")
+        labels[key] = tuple(sorted(set(names) - {NONE_CLASS}))
+    return labels
+
+
+def read_sidecar(path: str) -> dict[tuple[str, str], tuple[str, ...]]:
+    """A pattern-labels sidecar file (any path data/fs.py reads: local, gs://, .gz) by wafer."""
+    try:
+        raw = fs.read_input(path)
+    except OSError as error:
+        raise SidecarError(f"{path}: cannot read the pattern sidecar ({error})") from error
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SidecarError(f"{path}: pattern sidecar is not UTF-8 text ({error})") from None
+    return parse_sidecar(text, path)
+
+
+def labels_for(
+    labels: dict[tuple[str, str], tuple[str, ...]], lot_id: str, wafer_id: str, where: str = "the pattern sidecar"
+) -> tuple[str, ...]:
+    """One wafer's classes; SidecarError naming the wafer and `where` if the sidecar has no row for it."""
+    try:
+        return labels[(lot_id, wafer_id)]
+    except KeyError:
+        raise SidecarError(f"wafer {wafer_id} of lot {lot_id} has no row in {where}") from None

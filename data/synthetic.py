@@ -35,12 +35,43 @@ import numpy as np
 import pandas as pd
 
 from data.geometry import WaferGeometry
+from data.patterns import GENERATOR_CLASSES
 from data.products import DEFAULT_PRODUCT, Product, get_product
 from data.program import FileProgram
 from data.test_program import LATENT_FACTORS, N_LATENT, ParametricTest, fail_bins, program_features
 from data.wafer_features import add_wafer_context
 
 DEFECT_PATTERNS = ("center", "edge_ring", "edge_local", "scratch", "donut", "random", "near_full")
+# The pattern mode's signatures: the die-level set and WM-811K's "Loc" (a cluster away from the edge).
+MAP_PATTERNS = (*DEFECT_PATTERNS, "local")
+# How often each pattern is drawn on a defect wafer, by pattern mode (`GeneratorConfig.pattern_weights`):
+#   wm811k:  WM-811K's labelled counts (Wu et al. 2015): edge-ring 9,680 ... near-full 149, so rare
+#            classes stay rare, as in a fab's data;
+#   uniform: every class alike (a balanced training set).
+PATTERN_WEIGHTS = {
+    "wm811k": {
+        "center": 4294,
+        "edge_ring": 9680,
+        "edge_local": 5189,
+        "scratch": 1193,
+        "donut": 555,
+        "random": 866,
+        "near_full": 149,
+        "local": 3593,
+    },
+    "uniform": dict.fromkeys(MAP_PATTERNS, 1),
+}
+# MixedWM38's two-pattern mixtures: which second pattern a wafer's first can carry. Near-full and
+# random cover the whole wafer and are never mixed; centre + donut and edge-ring + edge-local do not
+# occur there either.
+MIXABLE = {
+    "center": ("edge_local", "edge_ring", "local", "scratch"),
+    "donut": ("edge_local", "edge_ring", "local", "scratch"),
+    "edge_local": ("center", "donut", "local", "scratch"),
+    "edge_ring": ("center", "donut", "local", "scratch"),
+    "local": ("center", "donut", "edge_local", "edge_ring", "scratch"),
+    "scratch": ("center", "donut", "edge_local", "edge_ring", "local"),
+}
 # What a tester writes for every die, before the test columns (`data.program.feature_name`).
 DIE_COLUMNS = ("lot_id", "wafer_id", "part_id", "x", "y", "head", "site", "hard_bin", "soft_bin", "sort_pass")
 # The labels sidecar: the join keys, then ground truth (never in a tester's file).
@@ -76,9 +107,26 @@ class GeneratorConfig:
     # that moves the tests loaded on it, which the drift check should see.
     span: int = 0
     drift_per_span: float = 0.0
+    # Wafer-map patterns (the pattern pipeline, data/patterns.py). Off, the draws are exactly the
+    # die-level generator's of before (seeded tests and benchmarks depend on them). On: the WM-811K
+    # classes (with "local"), class frequencies `pattern_weights`, and a second, different pattern on
+    # a `mixed_share` of the defect wafers (MixedWM38's pairs), from a stream of their own.
+    patterns: bool = False
+    pattern_weights: str = "wm811k"  # a key of PATTERN_WEIGHTS
+    mixed_share: float = 0.2
+    # Maps only: bins from the defects and a baseline fail rate, no parametric tests, no final-test
+    # labels; thousands of wafers a minute (needs `patterns`).
+    maps_only: bool = False
 
     def __post_init__(self) -> None:
         spec = get_product(self.product)
+        if self.pattern_weights not in PATTERN_WEIGHTS:
+            raise ValueError(f"pattern_weights must be one of {sorted(PATTERN_WEIGHTS)}, got {self.pattern_weights!r}")
+        if self.maps_only and not self.patterns:
+            raise ValueError("maps_only needs patterns: a maps-only dataset is for the pattern pipeline")
+        for name in ("defect_wafer_share", "mixed_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         if self.span < 0:
             raise ValueError(f"span must be 0 or more, got {self.span}")
         if self.sites is not None and self.sites != spec.sites:
@@ -106,7 +154,7 @@ class WaferData:
     lot_id: str
     wafer_id: str
     wafer_num: int
-    defect_pattern: str  # "none" or one of DEFECT_PATTERNS; ground truth, not a feature
+    defect_pattern: str  # "none", one of MAP_PATTERNS, or two joined by "+"; ground truth, not a feature
     bad_site: int  # -1 if none; ground truth
     dies: pd.DataFrame  # DIE_COLUMNS, then one float32 column per feature of `test_program`
     labels: pd.DataFrame  # LABEL_KEYS + LABEL_COLUMNS, sort-passing dies only
@@ -116,6 +164,12 @@ class WaferData:
     test_program: tuple[ParametricTest, ...]  # the tests the dies carry (the product's program)
     program_revision: str = "1.0"  # MIR JOB_REV
     span: int = 0  # which span (batch of lots) it was generated in
+
+    @property
+    def pattern_classes(self) -> tuple[str, ...]:
+        """The wafer's patterns as data/patterns.py classes (WM-811K names); () for no pattern."""
+        names = () if self.defect_pattern == "none" else self.defect_pattern.split("+")
+        return tuple(sorted(GENERATOR_CLASSES[name] for name in names))
 
     @property
     def sites(self) -> int:
@@ -206,9 +260,41 @@ def _defect_density(pattern: str, rx: np.ndarray, ry: np.ndarray, rng: np.random
             d += 0.7 * np.exp(-(((rx - cx) ** 2 + (ry - cy) ** 2) / 0.004))
     elif pattern == "near_full":
         d = np.clip(rng.uniform(0.55, 0.8) + 0.1 * rng.normal(size=n), 0, 0.95)
+    elif pattern == "local":
+        # One compact, slightly elongated cluster between the centre and the edge band.
+        angle, radius = rng.uniform(0, 2 * np.pi), rng.uniform(0.3, 0.65)
+        cx, cy = radius * np.cos(angle), radius * np.sin(angle)
+        tilt = rng.uniform(0, np.pi)
+        u = np.cos(tilt) * (rx - cx) + np.sin(tilt) * (ry - cy)
+        v = -np.sin(tilt) * (rx - cx) + np.cos(tilt) * (ry - cy)
+        width = rng.uniform(0.1, 0.16)
+        d = 0.9 * np.exp(-((u / (width * rng.uniform(1.0, 1.8))) ** 2 + (v / width) ** 2))
     else:
         raise ValueError(f"unknown defect pattern {pattern!r}")
     return np.clip(d, 0.0, 0.97)
+
+
+def draw_patterns(
+    config: GeneratorConfig, lot_id: str, wafer_num: int, rx: np.ndarray, ry: np.ndarray
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The pattern mode's signatures of one wafer and their kill probability per die.
+
+    From a random stream of the wafer's own, so the full and the maps-only modes of one config draw
+    the same patterns. A mixed wafer's dies are killed by either pattern: 1 - (1 - d1)(1 - d2)."""
+    rng = np.random.default_rng(_stable_seed(config, lot_id, wafer_num, "patterns"))
+    if rng.random() >= config.defect_wafer_share:
+        return (), np.zeros(len(rx))
+    weights = PATTERN_WEIGHTS[config.pattern_weights]
+    names = list(weights)
+    p = np.array([weights[name] for name in names], dtype=float)
+    first = str(rng.choice(names, p=p / p.sum()))
+    patterns = [first]
+    if first in MIXABLE and rng.random() < config.mixed_share:
+        patterns.append(str(rng.choice(MIXABLE[first])))
+    survive = np.ones(len(rx))
+    for pattern in patterns:
+        survive *= 1.0 - _defect_density(pattern, rx, ry, rng)
+    return tuple(patterns), 1.0 - survive
 
 
 def _expected_sigmoid(logit: np.ndarray, sd: float) -> np.ndarray:
@@ -283,7 +369,10 @@ def _wafer(
     # 3. Spatial defect signature.
     pattern = "none"
     density = np.zeros(n)
-    if rng.random() < config.defect_wafer_share:
+    if config.patterns:
+        drawn, density = draw_patterns(config, lot_id, wafer_num, rx, ry)
+        pattern = "+".join(drawn) or "none"
+    elif rng.random() < config.defect_wafer_share:
         pattern = str(rng.choice(DEFECT_PATTERNS, p=[0.16, 0.18, 0.16, 0.14, 0.12, 0.16, 0.08]))
         density = _defect_density(pattern, rx, ry, rng)
     killed = rng.random(n) < density
@@ -373,8 +462,76 @@ def _wafer(
     )
 
 
+# Maps only: the share of a wafer's dies that fail sort without any spatial signature (parametric
+# yield loss), drawn per wafer, as the die-level generator's wafers show.
+BASELINE_FAIL_RATE = (0.01, 0.05)
+
+
+def _map_wafer(config: GeneratorConfig, lot_id: str, wafer_num: int) -> WaferData:
+    """One wafer of the maps-only mode: bins from its patterns and a baseline fail rate, no tests.
+
+    A die killed by a pattern gets the hard bin of the product's first defect-sensitive test's family
+    (the leakage screen that catches it in the full mode); a baseline fail one of the product's fail
+    bins at random."""
+    spec = config.product_spec
+    geom = config.wafer_geometry
+    grid = geom.die_grid()
+    x, y = grid[:, 0], grid[:, 1]
+    n = len(x)
+    rx = x * geom.die_width_mm / geom.usable_radius_mm
+    ry = y * geom.die_height_mm / geom.usable_radius_mm
+    drawn, density = draw_patterns(config, lot_id, wafer_num, rx, ry)
+    rng = np.random.default_rng(_stable_seed(config, lot_id, wafer_num, "maps"))
+    killed = rng.random(n) < density
+    baseline = rng.random(n) < rng.uniform(*BASELINE_FAIL_RATE)
+    program = spec.program
+    bins = fail_bins(program, spec.family_bins)
+    defect_bin = next(b for t, b in zip(program, bins, strict=True) if t.defect_sensitive)
+    other = np.array(sorted(set(bins)))
+    picked = other[rng.integers(len(other), size=n)]
+    hard_bin = np.full(n, spec.pass_bin, dtype=np.int32)
+    soft_bin = np.full(n, spec.pass_bin, dtype=np.int32)
+    hard_bin[baseline], soft_bin[baseline] = picked[baseline, 0], picked[baseline, 1]
+    hard_bin[killed], soft_bin[killed] = defect_bin
+    wafer_id = f"{lot_id}-W{wafer_num:02d}"
+    dies = pd.DataFrame(
+        {
+            "lot_id": lot_id,
+            "wafer_id": wafer_id,
+            "part_id": "",  # no part ids: the files name dies by position (X/Y)
+            "x": x.astype(np.int32),
+            "y": y.astype(np.int32),
+            "head": np.full(n, HEAD, dtype=np.int32),
+            "site": spec.site_map(x, y),
+            "hard_bin": hard_bin,
+            "soft_bin": soft_bin,
+            "sort_pass": np.isin(hard_bin, spec.good_hard_bins),
+        }
+    )
+    return WaferData(
+        lot_id=lot_id,
+        wafer_id=wafer_id,
+        wafer_num=wafer_num,
+        defect_pattern="+".join(drawn) or "none",
+        bad_site=-1,
+        dies=dies,
+        labels=pd.DataFrame(columns=[*LABEL_KEYS, *LABEL_COLUMNS]),
+        geometry=geom,
+        product=spec.name,
+        product_spec=spec,
+        test_program=(),
+        program_revision=config.program_revision,
+        span=config.span,
+    )
+
+
 def generate(config: GeneratorConfig) -> Iterator[WaferData]:
     """Yield every wafer of the dataset, lot by lot."""
+    if config.maps_only:
+        for lot_id in lot_ids(config):
+            for wafer_num in range(1, config.wafers_per_lot + 1):
+                yield _map_wafer(config, lot_id, wafer_num)
+        return
     spec = config.product_spec
     n_features = len(program_features(spec.program))
     for lot_id in lot_ids(config):

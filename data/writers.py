@@ -4,6 +4,9 @@ Layout of a dataset directory (every writer):
     <out>/wafers/<lot_id>/<wafer_id>.<ext>   wafer-sort data, one file per wafer
     <out>/labels/<lot_id>.parquet            final-test labels sidecar, keyed by lot, wafer, part, x, y
     <out>/manifest.json                      generator config, product and its program, counts, ground truth
+    <out>/patterns/<lot_id>.csv              pattern mode only: each wafer's defect patterns (data/patterns.py)
+
+A maps-only dataset (`GeneratorConfig.maps_only`) has bins and no tests, so no final-test labels.
 
 The wafer-sort files never contain labels: final test happens weeks later on another tester, so
 labels always travel beside the sort data and are joined at ingest. Each file carries its test
@@ -24,12 +27,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data.patterns import sidecar_text
 from data.program import FileProgram
 from data.stdf.writer import write_stdf_wafer
 from data.synthetic import GeneratorConfig, WaferData, generate
 
 # A writer takes a wafer and a directory and writes one file there, returning its path.
 WaferWriter = Callable[[WaferData, str], str]
+
 
 def write_parquet_wafer(wafer: WaferData, directory: str) -> str:
     """Columnar wafer-sort file: one row per die, one column per test feature; the program (names,
@@ -69,8 +74,10 @@ def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -
     if fmt not in WRITERS:
         raise ValueError(f"unknown format {fmt!r}; choose from {sorted(WRITERS)}")
     writer, _ = WRITERS[fmt]
-    os.makedirs(os.path.join(out_dir, "labels"), exist_ok=True)
+    if not config.maps_only:
+        os.makedirs(os.path.join(out_dir, "labels"), exist_ok=True)
     wafers_meta = []
+    patterns_by_lot: dict[str, list] = {}
     labels_by_lot: dict[str, list] = {}
     n_dies = n_pass = n_ft_fail = 0
     prob_sum = observable_sum = 0.0
@@ -80,8 +87,9 @@ def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -
         os.makedirs(lot_dir, exist_ok=True)
         path = writer(wafer, lot_dir)
         labels_by_lot.setdefault(wafer.lot_id, []).append(wafer.labels)
+        patterns_by_lot.setdefault(wafer.lot_id, []).append((wafer.lot_id, wafer.wafer_id, wafer.pattern_classes))
         n_dies += len(wafer.dies)
-        n_pass += len(wafer.labels)
+        n_pass += int(wafer.dies["sort_pass"].sum())  # = len(wafer.labels) when there is a final test
         n_ft_fail += int(wafer.labels["ft_fail"].sum())
         prob_sum += float(wafer.labels["ft_fail_prob"].sum())
         observable_sum += float(wafer.labels["ft_fail_prob_observable"].sum())
@@ -98,13 +106,19 @@ def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -
                 "bad_site": wafer.bad_site,
             }
         )
-    for lot_id, frames in labels_by_lot.items():
+    # A maps-only dataset has no final test: no labels.
+    for lot_id, frames in ({} if config.maps_only else labels_by_lot).items():
         table = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
         pq.write_table(table, os.path.join(out_dir, "labels", f"{lot_id}.parquet"))
+    if config.patterns:
+        os.makedirs(os.path.join(out_dir, "patterns"), exist_ok=True)
+        for lot_id, rows in patterns_by_lot.items():
+            with open(os.path.join(out_dir, "patterns", f"{lot_id}.csv"), "w") as f:
+                f.write(sidecar_text(rows))
     spec = config.product_spec
     geometry = config.wafer_geometry
     manifest = {
-        "generator": dataclasses.asdict(config),
+        "generator": _generator_settings(config),
         "format": fmt,
         # What the product is: its program (one entry per feature), good bins, wafer and probe card.
         "product": spec.name,
@@ -129,6 +143,19 @@ def write_dataset(config: GeneratorConfig, out_dir: str, fmt: str = "parquet") -
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, default=_json_default)
     return manifest
+
+
+# GeneratorConfig fields of the pattern mode: left out of the manifest when the mode is off (they
+# change nothing then), so a default dataset's manifest is what it was before the mode existed.
+_PATTERN_FIELDS = ("patterns", "pattern_weights", "mixed_share", "maps_only")
+
+
+def _generator_settings(config: GeneratorConfig) -> dict:
+    settings = dataclasses.asdict(config)
+    if not config.patterns:
+        for name in _PATTERN_FIELDS:
+            settings.pop(name)
+    return settings
 
 
 def _json_default(value: object) -> object:

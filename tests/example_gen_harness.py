@@ -28,6 +28,8 @@ def run_example_gen(
     policy: str = "fail",
     split_by: str = "lot_random",
     beam_args: Sequence[str] = IN_MEMORY,
+    labels_pattern: str = "labels/*.parquet",
+    extra_properties: dict | None = None,
 ) -> tuple[dict, dict[str, list[tf.train.Example]]]:
     """Executor().Do() into `out`; returns the ingest report and the examples of each split."""
     examples = standard_artifacts.Examples()
@@ -41,9 +43,10 @@ def run_example_gen(
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         wafer_executor.INPUT_FORMAT_KEY: input_format,
-        wafer_executor.LABELS_PATTERN_KEY: "labels/*.parquet",
+        wafer_executor.LABELS_PATTERN_KEY: labels_pattern,
         wafer_executor.BAD_FILE_POLICY_KEY: policy,
         wafer_executor.SPLIT_BY_KEY: split_by,
+        **(extra_properties or {}),
     }
     context = executor_class.Context(beam_pipeline_args=list(beam_args), tmp_dir=out, unique_id="1")
     executor_class(context).Do({}, {"examples": [examples]}, props)

@@ -432,6 +432,11 @@ class Executor(BaseExampleGenExecutor):
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 (TFX API)
         return _WaferFilesToExample
 
+    def read_and_join(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):
+        """The Beam graph from the files to ((lot_id, serialized example), (lot_id, earliest start time)):
+        what the lot splits below deal out. Another ExampleGen over the same files (wafer maps) gives its own."""
+        return _read_and_join(pipeline, exec_properties, split_pattern)
+
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]):  # noqa: N802
         """TFX's own lot-hash split, or lots dealt in proportion by time or at random (SPLIT_BY)."""
         split_by = exec_properties.get(SPLIT_BY_KEY) or "lot_random"
@@ -442,7 +447,7 @@ class Executor(BaseExampleGenExecutor):
         splits = list(output_config.split_config.splits)
         if len(input_config.splits) != 1 or not splits:
             raise ValueError("splitting by lot needs one input pattern and the output splits with their weights")
-        examples, lot_starts = _read_and_join(pipeline, exec_properties, input_config.splits[0].pattern)
+        examples, lot_starts = self.read_and_join(pipeline, exec_properties, input_config.splits[0].pattern)
         weights = [s.hash_buckets for s in splits]
         assignment = (
             lot_starts

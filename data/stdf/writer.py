@@ -237,6 +237,120 @@ def _rtn_stat(below: np.ndarray, above: np.ndarray) -> list[bytes]:
     return [row.tobytes() for row in packed]
 
 
+def _file_head(out: _Records, wafer: WaferData, cpu_type: int) -> None:
+    """FAR MIR SDR PMR... WCR WIR: who tested what, on which wafer geometry."""
+    start = wafer.start_time
+    geometry = wafer.geometry
+    out.add("FAR", bytes([cpu_type, r.STDF_VERSION]))
+    # MIR: SETUP_T, START_T, STAT_NUM, MODE_COD (production), RTST_COD, PROT_COD, BURN_TIM, CMOD_COD,
+    # then the strings LOT_ID .. TST_TEMP below; the optional strings after TST_TEMP are left out.
+    revision = wafer.revision
+    mir_strings = {
+        "LOT_ID": wafer.lot_id,
+        "PART_TYP": revision["PART_TYP"],
+        "NODE_NAM": TESTER[0],
+        "TSTR_TYP": TESTER[1],
+        "JOB_NAM": revision["JOB_NAM"],
+        "JOB_REV": revision["JOB_REV"],
+        "SBLOT_ID": "",
+        "OPER_NAM": "sim",
+        "EXEC_TYP": "waferflow",
+        "EXEC_VER": TESTER[2],
+        "TEST_COD": "WS1",
+        "TST_TEMP": "25",
+    }
+    out.add(
+        "MIR",
+        out.pack("IIBcccHc", start - 600, start, 1, b"P", b" ", b" ", 0xFFFF, b" ")
+        + b"".join(cn(v) for v in mir_strings.values()),
+    )
+    out.add("SDR", bytes([HEAD, 1, wafer.sites, *range(wafer.sites)]) + cn("sim-prober") + cn("PROBER-9"))
+    _pmr_records(out, wafer.test_program)
+    out.add(
+        "WCR",
+        out.pack(
+            "fffBchhcc",
+            geometry.diameter_mm,  # WAFR_SIZ
+            geometry.die_height_mm,  # DIE_HT
+            geometry.die_width_mm,  # DIE_WID
+            r.WF_UNITS_MM,  # WF_UNITS
+            geometry.notch.encode("ascii"),  # WF_FLAT
+            0,  # CENTER_X, CENTER_Y: die (0, 0) is the centre die
+            0,
+            b"R",  # POS_X, POS_Y: x grows right, y up
+            b"U",
+        ),
+    )
+    out.add("WIR", out.pack("BBI", HEAD, 255, start) + cn(wafer.wafer_id))
+
+
+def _file_tail(out: _Records, wafer: WaferData, final: pd.DataFrame, n_parts: int, n_retests: int, end: int) -> None:
+    """WRR PCR HBR... SBR... MRR: counts and bin summaries of the dies' final (last) tests."""
+    spec = wafer.product_spec
+    good_hard, good_soft = set(spec.good_hard_bins), set(spec.good_soft_bins)
+    n_good = int(final["hard_bin"].isin(good_hard).sum())
+    out.add(
+        "WRR", out.pack("BBIIIIII", HEAD, 255, end, n_parts, n_retests, 0, n_good, r.COUNT_MISSING) + cn(wafer.wafer_id)
+    )
+    out.add("PCR", out.pack("BBIIIII", r.ALL_HEADS, 0, n_parts, n_retests, 0, n_good, r.COUNT_MISSING))
+    # A maps-only wafer has no tests of its own; its soft bins still name the product's.
+    hard_names, soft_names = spec.bin_names(wafer.test_program or None)
+    # Bin summaries count each die once, by its final (last) test; 'P' exactly for the good bins.
+    for name, column, names, good in (
+        ("HBR", "hard_bin", hard_names, good_hard),
+        ("SBR", "soft_bin", soft_names, good_soft),
+    ):
+        for number, count in sorted(final[column].value_counts().items()):
+            number = int(number)
+            out.add(
+                name,
+                out.pack("BBHI", r.ALL_HEADS, 0, number, int(count))
+                + (b"P" if number in good else b"F")
+                + cn(names.get(number, f"BIN_{number}")),
+            )
+    out.add("MRR", out.pack("I", end + 60) + b" ")  # FINISH_T, DISP_COD; descriptions left out
+
+
+def encode_bin_map(wafer: WaferData, cpu_type: int = 2) -> bytes:
+    """The STDF V4 bytes of a wafer with bins only (the maps-only generator): the records a bin map
+    needs, FAR MIR SDR WCR WIR, a PIR / PRR pair per die (X/Y, bins, PART_FLG), WRR PCR HBR SBR MRR.
+
+    No test records, so the PIR / PRR pairs are fixed-size and are packed as one numpy record array
+    rather than record by record: this is what makes the maps-only mode fast."""
+    if cpu_type not in r.CPU_TYPE_ENDIAN:
+        raise ValueError(f"cpu_type must be 1 (big-endian) or 2 (little-endian), got {cpu_type}")
+    out = _Records(r.CPU_TYPE_ENDIAN[cpu_type])
+    _file_head(out, wafer, cpu_type)
+    dies = wafer.dies
+    e = out.endian
+    # PIR: REC_LEN, REC_TYP, REC_SUB, HEAD_NUM, SITE_NUM; PRR the same header, then PART_FLG, NUM_TEST,
+    # HARD_BIN, SOFT_BIN, X_COORD, Y_COORD, TEST_T (PART_ID and after left out: dies named by X/Y).
+    pair = np.dtype(
+        [
+            ("pir_len", e + "u2"), ("pir_typ", "u1"), ("pir_sub", "u1"), ("pir_head", "u1"), ("pir_site", "u1"),
+            ("prr_len", e + "u2"), ("prr_typ", "u1"), ("prr_sub", "u1"), ("head", "u1"), ("site", "u1"),
+            ("part_flg", "u1"), ("num_test", e + "u2"), ("hard_bin", e + "u2"), ("soft_bin", e + "u2"),
+            ("x", e + "i2"), ("y", e + "i2"), ("test_t", e + "u4"),
+        ]
+    )  # fmt: skip
+    records = np.zeros(len(dies), dtype=pair)
+    site = dies["site"].to_numpy()
+    records["pir_len"], records["prr_len"] = 2, 17
+    records["pir_typ"], records["pir_sub"] = r.RECORD_CODES["PIR"]
+    records["prr_typ"], records["prr_sub"] = r.RECORD_CODES["PRR"]
+    records["pir_head"] = records["head"] = HEAD
+    records["pir_site"] = records["site"] = site
+    hard = dies["hard_bin"].to_numpy()
+    records["part_flg"] = np.where(np.isin(hard, wafer.product_spec.good_hard_bins), 0, r.PART_FLG_FAIL)
+    records["hard_bin"], records["soft_bin"] = hard, dies["soft_bin"].to_numpy()
+    records["x"], records["y"] = dies["x"].to_numpy(), dies["y"].to_numpy()
+    records["test_t"] = 40
+    out.chunks.append(records.tobytes())
+    end = wafer.start_time + 4 * len(dies)
+    _file_tail(out, wafer, dies, len(dies), 0, end)
+    return b"".join(out.chunks)
+
+
 def encode_wafer(
     wafer: WaferData,
     cpu_type: int = 2,
@@ -268,51 +382,9 @@ def encode_wafer(
     missing = [f for f in features if f not in wafer.dies.columns]
     if missing:
         raise ValueError(f"wafer {wafer.wafer_id} has no columns for tests {missing}")
-    good_hard, good_soft = set(spec.good_hard_bins), set(spec.good_soft_bins)
+    good_hard = set(spec.good_hard_bins)
     start = wafer.start_time
-    geometry = wafer.geometry
-
-    out.add("FAR", bytes([cpu_type, r.STDF_VERSION]))
-    # MIR: SETUP_T, START_T, STAT_NUM, MODE_COD (production), RTST_COD, PROT_COD, BURN_TIM, CMOD_COD,
-    # then the strings LOT_ID .. TST_TEMP below; the optional strings after TST_TEMP are left out.
-    revision = wafer.revision
-    mir_strings = {
-        "LOT_ID": wafer.lot_id,
-        "PART_TYP": revision["PART_TYP"],
-        "NODE_NAM": TESTER[0],
-        "TSTR_TYP": TESTER[1],
-        "JOB_NAM": revision["JOB_NAM"],
-        "JOB_REV": revision["JOB_REV"],
-        "SBLOT_ID": "",
-        "OPER_NAM": "sim",
-        "EXEC_TYP": "waferflow",
-        "EXEC_VER": TESTER[2],
-        "TEST_COD": "WS1",
-        "TST_TEMP": "25",
-    }
-    out.add(
-        "MIR",
-        out.pack("IIBcccHc", start - 600, start, 1, b"P", b" ", b" ", 0xFFFF, b" ")
-        + b"".join(cn(v) for v in mir_strings.values()),
-    )
-    out.add("SDR", bytes([HEAD, 1, wafer.sites, *range(wafer.sites)]) + cn("sim-prober") + cn("PROBER-9"))
-    _pmr_records(out, program)
-    out.add(
-        "WCR",
-        out.pack(
-            "fffBchhcc",
-            geometry.diameter_mm,  # WAFR_SIZ
-            geometry.die_height_mm,  # DIE_HT
-            geometry.die_width_mm,  # DIE_WID
-            r.WF_UNITS_MM,  # WF_UNITS
-            geometry.notch.encode("ascii"),  # WF_FLAT
-            0,  # CENTER_X, CENTER_Y: die (0, 0) is the centre die
-            0,
-            b"R",  # POS_X, POS_Y: x grows right, y up
-            b"U",
-        ),
-    )
-    out.add("WIR", out.pack("BBI", HEAD, 255, start) + cn(wafer.wafer_id))
+    _file_head(out, wafer, cpu_type)
     for rec_typ, rec_sub, body in extra_records:
         out.chunks.append(struct.pack(out.endian + "HBB", len(body), rec_typ, rec_sub) + body)
 
@@ -449,36 +521,17 @@ def encode_wafer(
         final = pd.concat([wafer.dies, retests], ignore_index=True).drop_duplicates(["x", "y"], keep="last")
 
     end = start + 4 * len(wafer.dies) + 4 * n_retests
-    n_parts = len(wafer.dies) + n_retests
-    n_good = int(final["hard_bin"].isin(good_hard).sum())
-    out.add(
-        "WRR", out.pack("BBIIIIII", HEAD, 255, end, n_parts, n_retests, 0, n_good, r.COUNT_MISSING) + cn(wafer.wafer_id)
-    )
-    out.add("PCR", out.pack("BBIIIII", r.ALL_HEADS, 0, n_parts, n_retests, 0, n_good, r.COUNT_MISSING))
-    hard_names, soft_names = spec.bin_names(program)
-    # Bin summaries count each die once, by its final (last) test; 'P' exactly for the good bins.
-    for name, column, names, good in (
-        ("HBR", "hard_bin", hard_names, good_hard),
-        ("SBR", "soft_bin", soft_names, good_soft),
-    ):
-        for number, count in sorted(final[column].value_counts().items()):
-            number = int(number)
-            out.add(
-                name,
-                out.pack("BBHI", r.ALL_HEADS, 0, number, int(count))
-                + (b"P" if number in good else b"F")
-                + cn(names.get(number, f"BIN_{number}")),
-            )
-    out.add("MRR", out.pack("I", end + 60) + b" ")  # FINISH_T, DISP_COD; descriptions left out
+    _file_tail(out, wafer, final, len(wafer.dies) + n_retests, n_retests, end)
     return b"".join(out.chunks)
 
 
 def write_stdf_wafer(wafer: WaferData, directory: str, **options) -> str:
     """Write `<directory>/<wafer_id>.stdf` (little-endian unless `cpu_type=1`); return its path.
 
-    `options` are those of `encode_wafer`; data/writers.py calls this with none."""
+    `options` are those of `encode_wafer` (or `encode_bin_map`); data/writers.py calls this with none."""
     path = os.path.join(directory, f"{wafer.wafer_id}.stdf")
-    data = encode_wafer(wafer, **options)
+    # A wafer with no test program (the maps-only generator) is a bin map.
+    data = encode_wafer(wafer, **options) if wafer.test_program else encode_bin_map(wafer, **options)
     with open(path, "wb") as f:
         f.write(data)
     return path
