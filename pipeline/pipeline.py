@@ -61,7 +61,9 @@ def eval_config(
                 signature_name="serving_default",
                 label_key=features.LABEL_KEY,
                 prediction_key=features.PROBABILITY_KEY,
-                preprocessing_function_names=["transform_features"],
+                # No preprocessing function: the slices are raw features and serving_default
+                # transforms inside the model. TFMA would otherwise carry every transformed feature
+                # of every example through its per-example extracts (13% of its time at 312k dies).
             )
         ],
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=list(k)) for k in features.SLICES],
