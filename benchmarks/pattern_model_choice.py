@@ -7,10 +7,9 @@ latency (one map per call, p50/p99) and throughput (batches of 256) of the float
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/pattern_model_choice.py [--train 2000 --epochs 15]
 
-Measured 2026-11-22 on the 2-core CPU machine (shared; no GPU), 2,000 train / 500 validation /
-1,000 test maps, 15 epochs, width 16, depth 3, batch 32:
-
-    see the figures recorded in models/pattern_model.py's docstring.
+Figures measured on 2026-11-22 (2-core shared CPU, no GPU, float32) and the choice they support are
+in models/pattern_model.py's docstring. Maps come from the test harness's drawing of the generator's
+densities until the data side's map builder lands.
 """
 
 from __future__ import annotations

@@ -44,8 +44,10 @@ def load_program(custom_config: dict | None) -> TestProgram:
     if config.get(PROGRAM_KEY):
         return TestProgram.from_dict(config[PROGRAM_KEY])
     if not config.get(PROGRAM_DIR_KEY):
-        raise ValueError(f"preprocessing_fn needs custom_config[{PROGRAM_DIR_KEY!r}] (the ingest's output) "
-                         f"or custom_config[{PROGRAM_KEY!r}], got {sorted(config)}")
+        raise ValueError(
+            f"preprocessing_fn needs custom_config[{PROGRAM_DIR_KEY!r}] (the ingest's output) "
+            f"or custom_config[{PROGRAM_KEY!r}], got {sorted(config)}"
+        )
     path = f"{config[PROGRAM_DIR_KEY].rstrip('/')}/{PROGRAM_FILE}"
     with tf.io.gfile.GFile(path) as f:
         return TestProgram.from_json(f.read())

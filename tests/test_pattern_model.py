@@ -368,3 +368,22 @@ def test_transfer_without_base_model_is_a_clear_error(data, tmp_path):
         pattern_trainer.run_fn(_fn_args(data, tmp_path, "B", {"transfer": "fine_tune"}, str(tmp_path)))
     with pytest.raises(ValueError, match="transfer='nope'"):
         pattern_trainer.run_fn(_fn_args(data, tmp_path, "B", {"transfer": "nope"}))
+
+
+def test_tuner_searches_width_depth_and_learning_rate_with_the_budget_from_the_data(data, tmp_path):
+    root = data["root"]
+    fn_args = FnArgs(
+        train_files=[os.path.join(root, "train-B", "*")],
+        eval_files=[os.path.join(root, "eval-B", "*")],
+        transform_graph_path=os.path.join(root, "transform"),
+        working_dir=str(tmp_path / "tuner"),
+        data_accessor=_data_accessor(),
+        custom_config={"max_trials": 1, "epochs": 1, "batch_size": 32},
+    )
+    result = pattern_trainer.tuner_fn(fn_args)
+    space = {p.name for p in result.tuner.oracle.hyperparameters.space}
+    assert {"width", "depth", "learning_rate"} <= space
+    assert result.fit_kwargs["steps_per_epoch"] == 4  # 120 maps in batches of 32
+    result.tuner.search(**result.fit_kwargs, verbose=0)
+    best = result.tuner.get_best_hyperparameters()[0]
+    assert best.get("width") in pattern_model.PatternHyperParameters.WIDTH_CHOICES
