@@ -16,8 +16,14 @@ import tf_keras
 class ExpectedCost(tf_keras.metrics.Metric):
     """Mean cost per die of inking at `threshold`: (escape_cost * FN + overkill_cost * FP) / n."""
 
-    def __init__(self, threshold: float = 1 / 51, escape_cost: float = 50.0, overkill_cost: float = 1.0,
-                 name: str = "expected_cost", **kwargs):
+    def __init__(
+        self,
+        threshold: float = 1 / 51,
+        escape_cost: float = 50.0,
+        overkill_cost: float = 1.0,
+        name: str = "expected_cost",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         self.threshold = float(threshold)
         self.escape_cost, self.overkill_cost = float(escape_cost), float(overkill_cost)
@@ -40,5 +46,9 @@ class ExpectedCost(tf_keras.metrics.Metric):
         self.count.assign(0.0)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "threshold": self.threshold, "escape_cost": self.escape_cost,
-                "overkill_cost": self.overkill_cost}
+        return {
+            **super().get_config(),
+            "threshold": self.threshold,
+            "escape_cost": self.escape_cost,
+            "overkill_cost": self.overkill_cost,
+        }
