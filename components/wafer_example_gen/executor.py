@@ -348,12 +348,13 @@ def _read_and_join(pipeline: beam.Pipeline, exec_properties: dict[str, Any], spl
         | "SumStats" >> beam.CombineGlobally(_SumStats())
         | "WriteReport" >> beam.Map(_write_report, report_path)
     )
-    lot_starts = (
-        read[_ReadFile.PROGRAMS]
-        | "LotStart" >> beam.Map(lambda p: (p[0], p[2]))
-        | "EarliestLotStart" >> beam.CombinePerKey(min)
-    )
-    return joined.examples, lot_starts
+    return joined.examples, earliest_lot_starts(read[_ReadFile.PROGRAMS])
+
+
+def earliest_lot_starts(programs: beam.PCollection) -> beam.PCollection:
+    """(lot, start time of its earliest file) from the reader's (lot, program, start) outputs: what
+    a split by time orders lots by."""
+    return programs | "LotStart" >> beam.Map(lambda p: (p[0], p[2])) | "EarliestLotStart" >> beam.CombinePerKey(min)
 
 
 @beam.ptransform_fn

@@ -187,12 +187,7 @@ def _read_maps(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_p
         | "SumStats" >> beam.CombineGlobally(_SumStats())
         | "WriteReport" >> beam.Map(die_executor._write_report, report_path)
     )
-    lot_starts = (
-        read[die_executor._ReadFile.PROGRAMS]
-        | "LotStart" >> beam.Map(lambda p: (p[0], p[2]))
-        | "EarliestLotStart" >> beam.CombinePerKey(min)
-    )
-    return maps.examples, lot_starts
+    return maps.examples, die_executor.earliest_lot_starts(read[die_executor._ReadFile.PROGRAMS])
 
 
 @beam.ptransform_fn
