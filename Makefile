@@ -79,3 +79,12 @@ lint-docker: venv
 # gradient boosting, logistic regression, the screens and the generator's ceilings (README).
 benchmark-quality: venv
 	$(PY) benchmarks/quality.py $(ARGS)
+
+.PHONY: run-patterns
+PATTERN_OUT ?= output
+# The wafer-map pattern pipeline (docs/patterns.md): a CNN for product A (WF7N, 1,000 generated maps)
+# from scratch, then product B (MX3A, another die grid, 200 maps) fine-tuned from A's pushed model.
+run-patterns: venv
+	$(VENV)/bin/waferflow run-patterns --output-dir $(PATTERN_OUT) --product WF7N $(ARGS)
+	$(VENV)/bin/waferflow run-patterns --output-dir $(PATTERN_OUT) --product MX3A --lots 8 \
+		--base-model $(PATTERN_OUT)/serving_model/waferflow-patterns-wf7n $(ARGS)

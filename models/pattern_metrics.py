@@ -1,17 +1,23 @@
 """Pattern scores as plain numpy: "none" as a ninth class, per-class thresholds, macro-F1, recall.
 
-Usable by the Trainer (thresholds chosen on validation), a benchmark and the Evaluator side alike.
-A wafer's prediction is the set of classes whose probability reaches that class's threshold; the
-empty set is the prediction "none", scored like a ninth class (as WM-811K scores its "none").
+Usable by the Trainer (thresholds chosen on validation), a benchmark and the Evaluator side alike:
+`PatternMacroF1` and `PatternRecall` are the same figures as TFMA metrics (tf.keras metrics over
+the model's `patterns` output, the decisions at the model's own thresholds), so the Evaluator
+slices them by product and gates on them. A wafer's prediction is the set of classes whose
+probability reaches that class's threshold; the empty set is the prediction "none", scored like a
+ninth class (as WM-811K scores its "none").
 """
 
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
+import tf_keras
 from sklearn.metrics import f1_score, recall_score
 
 from data.patterns import PATTERN_CLASSES, SCORED_CLASSES
 
+MACRO_F1 = "macro_f1"  # the Evaluator's metric names
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
@@ -61,3 +67,70 @@ def report(labels: np.ndarray, probabilities: np.ndarray, thresholds: np.ndarray
     """Macro-F1 and per-class recall at the given thresholds, as one dict of figures."""
     decisions = predict(probabilities, thresholds)
     return {"macro_f1": macro_f1(labels, decisions), "recall": per_class_recall(labels, decisions)}
+
+
+def recall_name(class_name: str) -> str:
+    """The Evaluator's name for a class's recall: recall_center, ..., recall_none."""
+    return f"recall_{class_name.lower()}"
+
+
+class _ScoredClassCounts(tf_keras.metrics.Metric):
+    """True positives, false positives and false negatives of each scored class (8 patterns + none)
+    from multi-hot labels and decisions, both (batch, 8). Sums, so TFMA merges them by adding.
+    A tf.keras (Keras 2) metric because TFMA reads models and metrics through tf.keras."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        n = len(SCORED_CLASSES)
+        self.tp = self.add_weight(name="tp", shape=(n,), initializer="zeros", dtype=tf.float64)
+        self.fp = self.add_weight(name="fp", shape=(n,), initializer="zeros", dtype=tf.float64)
+        self.fn = self.add_weight(name="fn", shape=(n,), initializer="zeros", dtype=tf.float64)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        def scored(multi_hot):
+            multi_hot = tf.cast(
+                tf.reshape(tf.cast(multi_hot, tf.float64), [-1, len(PATTERN_CLASSES)]) >= 0.5, tf.float64
+            )
+            none = tf.cast(tf.reduce_sum(multi_hot, axis=1, keepdims=True) == 0, tf.float64)
+            return tf.concat([multi_hot, none], axis=1)
+
+        y, p = scored(y_true), scored(y_pred)
+        weight = (
+            tf.ones_like(y[:, :1]) if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float64), [-1, 1])
+        )
+        self.tp.assign_add(tf.reduce_sum(y * p * weight, axis=0))
+        self.fp.assign_add(tf.reduce_sum((1 - y) * p * weight, axis=0))
+        self.fn.assign_add(tf.reduce_sum(y * (1 - p) * weight, axis=0))
+
+    def reset_state(self):
+        for variable in (self.tp, self.fp, self.fn):
+            variable.assign(tf.zeros_like(variable))
+
+
+class PatternMacroF1(_ScoredClassCounts):
+    """`macro_f1` as a TFMA metric: the mean over the nine scored classes of 2TP / (2TP + FP + FN),
+    0 for a class neither labelled nor predicted (sklearn's zero_division=0, as `macro_f1`)."""
+
+    def __init__(self, name: str = MACRO_F1, **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def result(self):
+        return tf.reduce_mean(tf.math.divide_no_nan(2 * self.tp, 2 * self.tp + self.fp + self.fn))
+
+
+class PatternRecall(_ScoredClassCounts):
+    """One scored class's recall TP / (TP + FN), as `per_class_recall`; NaN when the slice has none."""
+
+    def __init__(self, class_name: str = PATTERN_CLASSES[0], name: str | None = None, **kwargs):
+        if class_name not in SCORED_CLASSES:
+            raise ValueError(f"unknown pattern class {class_name!r}; known: {', '.join(SCORED_CLASSES)}")
+        super().__init__(name=name or recall_name(class_name), **kwargs)
+        self.class_name = class_name
+        self.index = SCORED_CLASSES.index(class_name)
+
+    def result(self):
+        support = self.tp[self.index] + self.fn[self.index]
+        return tf.where(support > 0, self.tp[self.index] / tf.maximum(support, 1.0), tf.constant(np.nan, tf.float64))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "class_name": self.class_name}

@@ -1,4 +1,4 @@
-"""The `waferflow` command: `generate`, `run`, `predict`, `report`, `kfp` (`waferflow COMMAND --help`).
+"""The `waferflow` command: `generate`, `run`, `run-patterns`, `predict`, `report`, `kfp` (`waferflow COMMAND --help`).
 
 Each subcommand's options come from the module that does the work (data/generate.py,
 pipeline/config.py's RunConfig, pipeline/predict.py, pipeline/kubeflow_runner.py), so `python -m`
@@ -27,6 +27,7 @@ from pipeline.console import ArgumentParser, UsageError
 
 PROG = "waferflow"
 SUMMARY_FILE = "run_summary.json"  # in the output directory, the last run's summary (pipeline/summary.py)
+PATTERN_SUMMARY_FILE = "pattern_run_summary.json"  # the last pattern run's (pipeline/pattern_runner.py)
 
 
 class ComponentError(Exception):
@@ -45,6 +46,10 @@ def one_line(error: BaseException) -> str:
         return type(error).__name__
     text = lines[-1] if lines[0].startswith("Traceback") else lines[0]
     return text if re.match(r"[\w.]+(Error|Exception): ", text) else f"{type(error).__name__}: {text}"
+
+
+def _pattern_run_arguments(parser: argparse.ArgumentParser) -> None:
+    run_config.add_arguments(parser, run_config.PatternRunConfig)
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +88,13 @@ SUBCOMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]
         "Run the pipeline locally (LocalDagRunner, Beam DirectRunner, SQLite MLMD): a line per component, "
         "the training epochs, then the summary; library output goes to <output-dir>/logs/run-<time>.log.",
         run_config.add_arguments,
+    ),
+    "run-patterns": (
+        "run the wafer-map pattern pipeline locally (a CNN per product, transfer with --base-model)",
+        "Run the pattern pipeline locally (docs/patterns.md): wafer maps from the tester files and their pattern "
+        "sidecars, the CNN from scratch or transferred from another product's pattern model (--base-model), "
+        "evaluated per product, pushed and exported; library output goes to <output-dir>/logs.",
+        _pattern_run_arguments,
     ),
     "predict": (
         "score tester files with a model or a TF Serving server",
@@ -139,20 +151,13 @@ def run_command(args: argparse.Namespace) -> int:
             f"generated {manifest['dies']} dies of product {config.product} in {len(manifest['wafers'])} wafers "
             f"into {config.dataset_dir}"
         )
-    if args.verbose:
-        result = _run_pipeline(config, sys.stdout)
-        log_path = None
-    else:
-        log_path = os.path.join(config.output_dir, "logs", time.strftime("run-%Y%m%d-%H%M%S.log"))
-        os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        print(f"{PROG} run: pipeline {config.pipeline_name} on {config.dataset_dir}; library output: {log_path}")
-        try:
-            with console.library_output_to(log_path) as out:
-                result = _run_pipeline(config, out)
-        except (ComponentError, KeyboardInterrupt) as error:
-            what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"error: {error}"
-            print(f"{PROG} run: {what} (log: {log_path})", file=sys.stderr)
-            return 130 if isinstance(error, KeyboardInterrupt) else 1
+
+    def run_pipeline(out) -> dict:
+        from pipeline import local_runner
+
+        return _run_pipeline(local_runner.prepare, local_runner.execute, config, out)
+
+    result, log_path = _with_library_output(args, config, run_pipeline)
     from pipeline import summary
 
     with open(os.path.join(config.output_dir, SUMMARY_FILE), "w") as f:
@@ -160,26 +165,79 @@ def run_command(args: argparse.Namespace) -> int:
     print(summary.format_summary(result))
     if log_path:
         print(f"library output: {log_path}")
+    print(
+        f"wafer-map defect patterns from the same files: `{PROG} run-patterns` or `make run-patterns` (docs/patterns.md)"
+    )
     return 0
 
 
-def _run_pipeline(config: run_config.RunConfig, out) -> dict:
-    """Build, check and run the pipeline with the component lines on `out`; TensorFlow and TFX
-    are imported here, after the output is redirected, so their start-up logging is in the log."""
-    from absl import logging as absl_logging
+def run_patterns_command(args: argparse.Namespace) -> int:
+    config = run_config.config_from_args(args, run_config.PatternRunConfig)
+    from pipeline import preflight
 
-    from pipeline import local_runner
+    preflight.check_output_dir(config.output_dir)
+    from pipeline import pattern_runner  # imports TensorFlow: after the usage checks above
+
+    manifest = pattern_runner.ensure_pattern_dataset(config)
+    if manifest:
+        print(f"generated {len(manifest['wafers'])} wafer maps of product {config.product} into {config.dataset_dir}")
+
+    def run_pipeline(out) -> dict:
+        return _run_pipeline(pattern_runner.build, pattern_runner.execute, config, out)
+
+    result, log_path = _with_library_output(args, config, run_pipeline)
+    with open(os.path.join(config.output_dir, PATTERN_SUMMARY_FILE), "w") as f:
+        json.dump(result, f, indent=1)
+    print(pattern_runner.format_pattern_summary(result))
+    if log_path:
+        print(f"library output: {log_path}")
+    return 0
+
+
+class RunFailedError(Exception):
+    """A run that failed or was interrupted, already said on stderr; carries the exit status."""
+
+    def __init__(self, status: int):
+        super().__init__(status)
+        self.status = status
+
+
+def _with_library_output(
+    args: argparse.Namespace, config: run_config.DataConfig, run_pipeline
+) -> tuple[dict, str | None]:
+    """`run_pipeline(out)` and the log's path: with --verbose everything on the console, else the
+    component lines on the console and the library output in <output-dir>/logs/<command>-<time>.log.
+    A failed component or an interrupt is one line on stderr and `RunFailedError`."""
+    if args.verbose:
+        return run_pipeline(sys.stdout), None
+    log_path = os.path.join(config.output_dir, "logs", time.strftime(f"{args.command}-%Y%m%d-%H%M%S.log"))
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    print(f"{PROG} {args.command}: pipeline {config.pipeline_name} on {config.dataset_dir}; library output: {log_path}")
+    try:
+        with console.library_output_to(log_path) as out:
+            result = run_pipeline(out)
+    except (ComponentError, KeyboardInterrupt) as error:
+        what = "interrupted" if isinstance(error, KeyboardInterrupt) else f"error: {error}"
+        print(f"{PROG} {args.command}: {what} (log: {log_path})", file=sys.stderr)
+        raise RunFailedError(130 if isinstance(error, KeyboardInterrupt) else 1) from error
+    return result, log_path
+
+
+def _run_pipeline(prepare, execute, config: run_config.DataConfig, out) -> dict:
+    """Build, check and run a pipeline with the component lines on `out`; TensorFlow and TFX
+    are imported by `prepare`, after the output is redirected, so their start-up logging is in the log."""
+    from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO)
     try:
-        pipeline = local_runner.prepare(config)
+        pipeline = prepare(config)
     except ValueError as error:  # a component's or Beam's refusal of an option value
         raise UsageError(str(error)) from error
     nodes = [component.id for component in pipeline.components]
     out.write(f"{len(nodes)} components\n")
     with console.attached(console.RunConsole(out, nodes)) as handler:
         try:
-            return local_runner.execute(config, pipeline)
+            return execute(config, pipeline)
         except Exception as error:
             raise ComponentError(handler.current, error) from error
 
@@ -246,6 +304,7 @@ def predict_command(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate": generate_command,
     "run": run_command,
+    "run-patterns": run_patterns_command,
     "predict": predict_command,
     "report": report_command,
     "schema": schema_command,
@@ -264,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         call = lambda: COMMANDS[args.command](args)  # noqa: E731
     try:
         return call()
+    except RunFailedError as failed:
+        return failed.status
     except UsageError as error:
         if args.verbose:
             raise

@@ -22,8 +22,8 @@ def option(default, help: str, **argparse_kwargs):  # noqa: A002 (argparse's nam
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything a local run needs; runners turn it into `create_pipeline(...)` arguments."""
+class DataConfig:
+    """What both pipelines (dies: RunConfig, wafer maps: PatternRunConfig) read and where they write."""
 
     output_dir: str = option(
         "output",
@@ -66,6 +66,71 @@ class RunConfig:
         "glob of tester files under the data dir (default: the generated layout, wafers/*/*.stdf* for STDF "
         "with .gz and .bz2 archives, wafers/*/*.parquet for Parquet)",
     )
+    beam_profile: str = option(
+        "direct",
+        "Beam argument set from pipeline/beam_args.py; --beam-arg flags are added after it and win",
+        choices=sorted(beam_profiles.PROFILES),
+    )
+    direct_running_mode: str = option(
+        "multi_processing",
+        "the DirectRunner's mode: 'multi_processing' runs one SDK worker process per worker, each bootstrapped "
+        "by pipeline/beam_worker_setup.py ('multi_threading' loses records, docs/beam.md)",
+        choices=beam_profiles.DIRECT_RUNNING_MODES,
+    )
+    direct_num_workers: int = option(
+        2,
+        "DirectRunner worker processes; each holds its own TensorFlow (~1-2 GB), so capped by default to keep a "
+        "many-core server in memory; 0 means one per CPU core (docs/beam.md)",
+    )
+    beam_args: tuple[str, ...] = option(
+        (),
+        "extra Beam pipeline argument, repeatable, passed verbatim and winning over the profile's "
+        "(e.g. --beam-arg=--runner=FlinkRunner; default: none)",
+    )
+    enable_cache: bool = option(True, "reuse a component's earlier execution when its inputs and settings match")
+
+    @property
+    def dataset_dir(self) -> str:
+        """The data: `data_dir` (your files), else the synthetic product's generated dataset."""
+        return self.data_dir or os.path.join(self.output_dir, "data", self.product)
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipeline_root", self.pipeline_name)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata", f"{self.pipeline_name}.sqlite")
+
+    @property
+    def serving_model_dir(self) -> str:
+        return os.path.join(self.output_dir, "serving_model", self.pipeline_name)
+
+    @property
+    def file_pattern(self) -> str:
+        """Glob of tester files under the data dir: `input_pattern`, else the generated layout
+        for the input format, compressed files included (`wafers/*/*.stdf*`: .stdf, .stdf.gz, .stdf.bz2)."""
+        compressed = "*" if self.input_format == "stdf" else ""
+        return self._in_span(self.input_pattern or wafer_file_pattern(self.input_format) + compressed)
+
+    def _in_span(self, pattern: str) -> str:
+        """Where a pattern points with spans (RunConfig); no spans here."""
+        return pattern
+
+    def beam_pipeline_args(self) -> list[str]:
+        """The profile's arguments, then the extra ones; direct-runner defaults unless those pick a runner."""
+        extra = list(self.beam_args)
+        if self.beam_profile != "direct":
+            return beam_profiles.profile_args(self.beam_profile, extra)
+        if any(a.startswith("--runner") for a in extra):
+            return beam_profiles.with_worker_setup(extra)
+        return [*beam_profiles.direct_args(self.direct_running_mode, self.direct_num_workers), *extra]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(DataConfig):
+    """Everything a local run of the die pipeline needs; runners turn it into `create_pipeline(...)` arguments."""
+
     labels_pattern: str = option("labels/*.parquet", "glob of the final-test labels sidecar(s) under the data dir")
     spans: bool = option(
         False,
@@ -130,28 +195,6 @@ class RunConfig:
     report: bool = option(
         True, "write the HTML run report (wafer maps, bins, yield, sites, the model, data health; about a minute)"
     )
-    beam_profile: str = option(
-        "direct",
-        "Beam argument set from pipeline/beam_args.py; --beam-arg flags are added after it and win",
-        choices=sorted(beam_profiles.PROFILES),
-    )
-    direct_running_mode: str = option(
-        "multi_processing",
-        "the DirectRunner's mode: 'multi_processing' runs one SDK worker process per worker, each bootstrapped "
-        "by pipeline/beam_worker_setup.py ('multi_threading' loses records, docs/beam.md)",
-        choices=beam_profiles.DIRECT_RUNNING_MODES,
-    )
-    direct_num_workers: int = option(
-        2,
-        "DirectRunner worker processes; each holds its own TensorFlow (~1-2 GB), so capped by default to keep a "
-        "many-core server in memory; 0 means one per CPU core (docs/beam.md)",
-    )
-    beam_args: tuple[str, ...] = option(
-        (),
-        "extra Beam pipeline argument, repeatable, passed verbatim and winning over the profile's "
-        "(e.g. --beam-arg=--runner=FlinkRunner; default: none)",
-    )
-    enable_cache: bool = option(True, "reuse a component's earlier execution when its inputs and settings match")
 
     def __post_init__(self) -> None:
         if self.span_window < 1:
@@ -160,30 +203,6 @@ class RunConfig:
             own = self.data_dir or self.product == RunConfig.product
             name = "waferflow" if own else f"waferflow-{self.product.lower()}"
             object.__setattr__(self, "pipeline_name", name)
-
-    @property
-    def dataset_dir(self) -> str:
-        """The data: `data_dir` (your files), else the synthetic product's generated dataset."""
-        return self.data_dir or os.path.join(self.output_dir, "data", self.product)
-
-    @property
-    def pipeline_root(self) -> str:
-        return os.path.join(self.output_dir, "pipeline_root", self.pipeline_name)
-
-    @property
-    def metadata_path(self) -> str:
-        return os.path.join(self.output_dir, "metadata", f"{self.pipeline_name}.sqlite")
-
-    @property
-    def serving_model_dir(self) -> str:
-        return os.path.join(self.output_dir, "serving_model", self.pipeline_name)
-
-    @property
-    def file_pattern(self) -> str:
-        """Glob of tester files under the data dir: `input_pattern`, else the generated layout
-        for the input format, compressed files included (`wafers/*/*.stdf*`: .stdf, .stdf.gz, .stdf.bz2)."""
-        compressed = "*" if self.input_format == "stdf" else ""
-        return self._in_span(self.input_pattern or wafer_file_pattern(self.input_format) + compressed)
 
     @property
     def labels_file_pattern(self) -> str:
@@ -200,14 +219,62 @@ class RunConfig:
             return pattern
         return f"{SPAN_FOLDER}/{pattern}"
 
-    def beam_pipeline_args(self) -> list[str]:
-        """The profile's arguments, then the extra ones; direct-runner defaults unless those pick a runner."""
-        extra = list(self.beam_args)
-        if self.beam_profile != "direct":
-            return beam_profiles.profile_args(self.beam_profile, extra)
-        if any(a.startswith("--runner") for a in extra):
-            return beam_profiles.with_worker_setup(extra)
-        return [*beam_profiles.direct_args(self.direct_running_mode, self.direct_num_workers), *extra]
+
+@dataclasses.dataclass(frozen=True)
+class PatternRunConfig(DataConfig):
+    """A local run of the wafer-map pattern pipeline (pipeline/pattern_pipeline.py, docs/patterns.md)."""
+
+    pipeline_name: str = option(
+        "",
+        "one pipeline per product (MLMD contexts, blessed-model baseline, serving directory; default: "
+        "'waferflow-patterns' for your own files, 'waferflow-patterns-<product>' for a synthetic product)",
+    )
+    lots: int = option(40, "lots in the generated synthetic dataset (used only when it is not there yet)")
+    wafers_per_lot: int = option(25, "wafers per lot in the generated synthetic dataset (maps only: fast)")
+    labels_pattern: str = option(
+        "patterns/*.csv", "glob of the pattern-labels sidecar(s) under the data dir (docs/patterns.md)"
+    )
+    edge_exclusion_mm: float = option(3.0, "the band at the wafer's rim without dies (a WCR does not record it)")
+    base_model: str = option(
+        "",
+        "a pattern model trained on another product (its serving directory, the newest version is taken, or "
+        "a SavedModel or .keras file) to transfer from, through the Trainer's base_model input (default: none)",
+    )
+    transfer: str = option(
+        "fine_tune",
+        "with --base-model: 'feature_extraction' (frozen backbone), 'fine_tune' (every layer, discriminative "
+        "learning rates) or 'gradual_unfreeze'; without one the model trains from scratch",
+        choices=("feature_extraction", "fine_tune", "gradual_unfreeze"),
+    )
+    epochs: int = option(30, "the most training epochs (passes over the training split); early stopping ends it sooner")
+    patience: int = option(5, "epochs without a better validation AUC before training stops (best weights kept)")
+    batch_size: int = option(32, "training batch size per replica")
+    augment: bool = option(True, "train on the wafer's symmetries: rotations by 90 degrees and mirror flips")
+    loss: str = option("bce", "training loss: binary cross-entropy or focal", choices=("bce", "focal"))
+    enable_tuning: bool = option(False, "run the KerasTuner search (width, depth, learning rate) before training")
+    tuner_trials: int = option(3, "hyperparameter sets the Tuner tries")
+    tuner_epochs: int = option(3, "full passes over the training split per Tuner trial")
+    strategy: str = option(
+        "mirrored",
+        "distribution strategy: 'mirrored' (all local devices) or 'multi_worker_mirrored'",
+        choices=("mirrored", "multi_worker_mirrored"),
+    )
+    mixed_precision: bool = option(
+        False,
+        "mixed precision (float16 on GPU, bfloat16 on CPU); off by default: on a CPU the CNN trains 4-12x "
+        "slower under bfloat16 (benchmarks/pattern_model_choice.py)",
+    )
+    min_macro_f1: float = option(0.5, "the blessing gate's floor on test macro-F1 (9 classes: 8 patterns and none)")
+    max_macro_f1_drop: float = option(
+        0.05, "the change gate: the most test macro-F1 may fall below the last blessed pattern model's"
+    )
+    export: bool = option(True, "export the blessed model to TF Lite (float32 and int8) and ONNX beside the Pusher")
+    report: bool = option(True, "write the HTML pattern report (per-product scores, Grad-CAM heat maps)")
+
+    def __post_init__(self) -> None:
+        if not self.pipeline_name:
+            name = "waferflow-patterns" if self.data_dir else f"waferflow-patterns-{self.product.lower()}"
+            object.__setattr__(self, "pipeline_name", name)
 
 
 def _flag(name: str) -> str:
@@ -239,11 +306,11 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type = RunConfi
             action.help += " (default: %(default)s)"
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The RunConfig of parsed flags (other attributes of `args` are ignored)."""
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(RunConfig)}
+def config_from_args(args: argparse.Namespace, config_class: type = RunConfig) -> DataConfig:
+    """The config of parsed flags (other attributes of `args` are ignored)."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(config_class)}
     values["beam_args"] = tuple(values["beam_args"])
-    return RunConfig(**values)
+    return config_class(**values)
 
 
 def parse_args(argv: list[str] | None = None, description: str = "") -> RunConfig:
