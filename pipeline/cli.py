@@ -166,7 +166,7 @@ def run_command(args: argparse.Namespace) -> int:
     if log_path:
         print(f"library output: {log_path}")
     print(
-        f"wafer-map defect patterns from the same files: `{PROG} run-patterns` or `make run-patterns` (docs/patterns.md)"
+        f"wafer-map defect patterns from the same files: `{PROG} run-patterns`, `make run-patterns` (docs/patterns.md)"
     )
     return 0
 
