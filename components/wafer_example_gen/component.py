@@ -70,6 +70,7 @@ class WaferExampleGen(FileBasedExampleGen):
         bad_file_policy: str = "fail",
         output_config: example_gen_pb2.Output | None = None,
         split_by: str = "lot_random",
+        **extra_parameters,
     ):
         """
         Args:
@@ -81,6 +82,7 @@ class WaferExampleGen(FileBasedExampleGen):
             it and lists it with the reason in the ingest report.
           output_config: splits; defaults to train / validation / test by lot, 3:1:1.
           split_by: how lots are dealt to the splits: "lot_random", "lot_hash" or "time" (executor.SPLIT_BY).
+          extra_parameters: a subclass's own parameters, for its SPEC_CLASS (components/wafer_map_example_gen).
         """
         if input_format not in executor.READERS:
             raise ValueError(f"unknown input_format {input_format!r}; choose from {sorted(executor.READERS)}")
@@ -91,7 +93,7 @@ class WaferExampleGen(FileBasedExampleGen):
         input_config = example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name="single_split", pattern=input_pattern)]
         )
-        spec = WaferExampleGenSpec(
+        spec = self.SPEC_CLASS(
             input_base=input_base,
             input_config=input_config,
             output_config=output_config or lot_split_output_config(),
@@ -102,6 +104,7 @@ class WaferExampleGen(FileBasedExampleGen):
             bad_file_policy=bad_file_policy,
             split_by=split_by,
             examples=types.Channel(type=standard_artifacts.Examples),
+            **extra_parameters,
         )
         # FileBasedExampleGen's constructor builds TFX's own spec; this component's spec has more.
         base_beam_component.BaseBeamComponent.__init__(self, spec=spec)

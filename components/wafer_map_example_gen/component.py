@@ -1,7 +1,7 @@
 """WaferMapExampleGen: an ExampleGen of wafer maps, one tf.Example per wafer, over the same tester
 files as WaferExampleGen (the pattern pipeline's input; the example format is data/patterns.py's).
 
-Like WaferExampleGen it is a FileBasedExampleGen subclass with TFX's FileBasedDriver, so span/version
+A WaferExampleGen subclass (so a FileBasedExampleGen with TFX's FileBasedDriver), so span/version
 resolution and the input fingerprint that drives caching are TFX's own. Its parameters: the input
 format, the pattern-labels sidecar glob (`{SPAN}` in it is this execution's span), the bad-file
 policy, how lots are dealt to the splits, and the edge exclusion of the die grid (not in a WCR).
@@ -10,38 +10,30 @@ Its output is standard Examples: nothing downstream needs a custom artifact type
 
 from __future__ import annotations
 
-from tfx import types
-from tfx.components import FileBasedExampleGen
-from tfx.components.example_gen import driver
-from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+from tfx.types.component_spec import ExecutionParameter
 
-from components.wafer_example_gen.component import lot_split_output_config
+from components.wafer_example_gen.component import WaferExampleGen, WaferExampleGenSpec
 from components.wafer_map_example_gen import executor
 from data.patterns import SIDECAR_PATTERN
 from data.wafer_maps import DEFAULT_EDGE_EXCLUSION_MM
 
 
-class WaferMapExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
+class WaferMapExampleGenSpec(WaferExampleGenSpec):
     PARAMETERS = {
-        **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
-        executor.INPUT_FORMAT_KEY: ExecutionParameter(type=str),
-        executor.LABELS_PATTERN_KEY: ExecutionParameter(type=str),
-        executor.BAD_FILE_POLICY_KEY: ExecutionParameter(type=str),
-        executor.SPLIT_BY_KEY: ExecutionParameter(type=str, optional=True),
+        **WaferExampleGenSpec.PARAMETERS,
         executor.EDGE_EXCLUSION_KEY: ExecutionParameter(type=float, optional=True),
     }
-    OUTPUTS = {standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
 
 
-class WaferMapExampleGen(FileBasedExampleGen):
-    """Wafer-map tf.Examples (one per labelled wafer) from wafer-test files and a pattern sidecar."""
+class WaferMapExampleGen(WaferExampleGen):
+    """Wafer-map tf.Examples (one per labelled wafer) from wafer-test files and a pattern sidecar.
+
+    The die ExampleGen's parameters, checks and lot splits, with its own spec and executor."""
 
     SPEC_CLASS = WaferMapExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
-    DRIVER_CLASS = driver.FileBasedDriver
 
     def __init__(
         self,
@@ -67,28 +59,15 @@ class WaferMapExampleGen(FileBasedExampleGen):
           split_by: how lots are dealt to the splits: "lot_random", "lot_hash" or "time".
           edge_exclusion_mm: the band at the wafer's rim without dies (a WCR does not say it).
         """
-        if input_format not in executor.READERS:
-            raise ValueError(f"unknown input_format {input_format!r}; choose from {sorted(executor.READERS)}")
-        if bad_file_policy not in executor.BAD_FILE_POLICIES:
-            raise ValueError(f"bad_file_policy must be one of {executor.BAD_FILE_POLICIES}")
-        if split_by not in executor.SPLIT_BY:
-            raise ValueError(f"split_by must be one of {executor.SPLIT_BY}")
         if edge_exclusion_mm < 0:
             raise ValueError(f"edge_exclusion_mm must be 0 or more, got {edge_exclusion_mm}")
-        spec = WaferMapExampleGenSpec(
+        super().__init__(
             input_base=input_base,
-            input_config=example_gen_pb2.Input(
-                splits=[example_gen_pb2.Input.Split(name="single_split", pattern=input_pattern)]
-            ),
-            output_config=output_config or lot_split_output_config(),
-            output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
-            output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
             input_format=input_format,
+            input_pattern=input_pattern,
             labels_pattern=labels_pattern,
             bad_file_policy=bad_file_policy,
+            output_config=output_config,
             split_by=split_by,
             edge_exclusion_mm=float(edge_exclusion_mm),
-            examples=types.Channel(type=standard_artifacts.Examples),
         )
-        # FileBasedExampleGen's constructor builds TFX's own spec; this component's spec has more.
-        base_beam_component.BaseBeamComponent.__init__(self, spec=spec)
