@@ -176,16 +176,18 @@ def run_patterns_command(args: argparse.Namespace) -> int:
     from pipeline import preflight
 
     preflight.check_output_dir(config.output_dir)
-    from pipeline import pattern_runner  # imports TensorFlow: after the usage checks above
-
-    manifest = pattern_runner.ensure_pattern_dataset(config)
+    manifest = preflight.ensure_pattern_dataset(config)
     if manifest:
         print(f"generated {len(manifest['wafers'])} wafer maps of product {config.product} into {config.dataset_dir}")
 
     def run_pipeline(out) -> dict:
+        from pipeline import pattern_runner  # TensorFlow: imported after the output is redirected
+
         return _run_pipeline(pattern_runner.build, pattern_runner.execute, config, out)
 
     result, log_path = _with_library_output(args, config, run_pipeline)
+    from pipeline import pattern_runner
+
     with open(os.path.join(config.output_dir, PATTERN_SUMMARY_FILE), "w") as f:
         json.dump(result, f, indent=1)
     print(pattern_runner.format_pattern_summary(result))

@@ -19,11 +19,9 @@ from tfx import v1 as tfx
 
 from data import fs
 from data.patterns import SCORED_CLASSES
-from data.synthetic import GeneratorConfig
-from data.writers import write_dataset
 from models.pattern_metrics import MACRO_F1, recall_name
 from models.pattern_trainer import BUDGET_FILE, KERAS_MODEL_PATH
-from pipeline import beam_args
+from pipeline import beam_args, preflight
 from pipeline.config import PatternRunConfig
 from pipeline.console import UsageError
 from pipeline.metadata import read_only_store
@@ -31,30 +29,6 @@ from pipeline.pattern_pipeline import create_pattern_pipeline
 from pipeline.summary import latest_artifact
 
 SERVING_FOLDER = "Format-Serving"  # where TFX's Trainer writes the serving model inside a Model artifact
-
-
-def ensure_pattern_dataset(config: PatternRunConfig) -> dict | None:
-    """Your own files: check the tester files and the pattern sidecars are there. Otherwise generate
-    the product's maps-only pattern dataset unless it is there; the manifest of what was generated."""
-    if config.data_dir:
-        for what, pattern in (
-            ("tester files", config.file_pattern),
-            ("pattern-labels sidecars", config.labels_pattern),
-        ):
-            if not fs.glob(os.path.join(config.data_dir, pattern)):
-                raise UsageError(f"no {what} match {os.path.join(config.data_dir, pattern)} (docs/patterns.md)")
-        return None
-    if os.path.exists(os.path.join(config.dataset_dir, "manifest.json")):
-        return None
-    generator = GeneratorConfig(
-        lots=config.lots,
-        wafers_per_lot=config.wafers_per_lot,
-        seed=config.seed,
-        product=config.product,
-        patterns=True,
-        maps_only=True,
-    )
-    return write_dataset(generator, config.dataset_dir, config.input_format)
 
 
 def _newest_version(folder: str) -> str:
@@ -126,7 +100,7 @@ def execute(config: PatternRunConfig, pipeline: tfx.dsl.Pipeline) -> dict:
 
 
 def run(config: PatternRunConfig) -> dict:
-    ensure_pattern_dataset(config)
+    preflight.ensure_pattern_dataset(config)
     return execute(config, build(config))
 
 

@@ -10,7 +10,7 @@ import tempfile
 from data import fs
 from data.synthetic import GeneratorConfig
 from data.writers import SPAN_FOLDER, span_folder, write_dataset
-from pipeline.config import RunConfig
+from pipeline.config import PatternRunConfig, RunConfig
 from pipeline.console import UsageError
 
 
@@ -80,5 +80,29 @@ def ensure_dataset(config: RunConfig) -> dict | None:
         # config gives the same dies and labels.
     generator = GeneratorConfig(
         lots=config.lots, wafers_per_lot=config.wafers_per_lot, seed=config.seed, product=config.product
+    )
+    return write_dataset(generator, config.dataset_dir, config.input_format)
+
+
+def ensure_pattern_dataset(config: PatternRunConfig) -> dict | None:
+    """Your own files: check the tester files and the pattern sidecars are there. Otherwise generate
+    the product's maps-only pattern dataset unless it is there; the manifest of what was generated."""
+    if config.data_dir:
+        for what, pattern in (
+            ("tester files", config.file_pattern),
+            ("pattern-labels sidecars", config.labels_pattern),
+        ):
+            if not fs.glob(os.path.join(config.data_dir, pattern)):
+                raise UsageError(f"no {what} match {os.path.join(config.data_dir, pattern)} (docs/patterns.md)")
+        return None
+    if os.path.exists(os.path.join(config.dataset_dir, "manifest.json")):
+        return None
+    generator = GeneratorConfig(
+        lots=config.lots,
+        wafers_per_lot=config.wafers_per_lot,
+        seed=config.seed,
+        product=config.product,
+        patterns=True,
+        maps_only=True,
     )
     return write_dataset(generator, config.dataset_dir, config.input_format)
