@@ -82,7 +82,7 @@ benchmark-quality: venv
 
 .PHONY: run-patterns
 PATTERN_OUT ?= output
-# The wafer-map pattern pipeline (docs/patterns.md): a CNN for product A (WF7N, 1,000 generated maps)
+# The wafer-map pattern pipeline (docs/patterns.md): a CNN for product A (WF7N, 2,000 generated maps)
 # from scratch, then product B (MX3A, another die grid, 200 maps) fine-tuned from A's pushed model.
 run-patterns: venv
 	$(VENV)/bin/waferflow run-patterns --output-dir $(PATTERN_OUT) --product WF7N $(ARGS)

@@ -229,7 +229,7 @@ class PatternRunConfig(DataConfig):
         "one pipeline per product (MLMD contexts, blessed-model baseline, serving directory; default: "
         "'waferflow-patterns' for your own files, 'waferflow-patterns-<product>' for a synthetic product)",
     )
-    lots: int = option(40, "lots in the generated synthetic dataset (used only when it is not there yet)")
+    lots: int = option(80, "lots in the generated synthetic dataset (used only when it is not there yet)")
     wafers_per_lot: int = option(25, "wafers per lot in the generated synthetic dataset (maps only: fast)")
     labels_pattern: str = option(
         "patterns/*.csv", "glob of the pattern-labels sidecar(s) under the data dir (docs/patterns.md)"
@@ -246,8 +246,12 @@ class PatternRunConfig(DataConfig):
         "learning rates) or 'gradual_unfreeze'; without one the model trains from scratch",
         choices=("feature_extraction", "fine_tune", "gradual_unfreeze"),
     )
-    epochs: int = option(30, "the most training epochs (passes over the training split); early stopping ends it sooner")
-    patience: int = option(5, "epochs without a better validation AUC before training stops (best weights kept)")
+    epochs: int = option(40, "the most training epochs (passes over the training split); early stopping ends it sooner")
+    patience: int = option(
+        10,
+        "epochs without a better validation AUC before training stops (best weights kept); the CNN's "
+        "validation AUC is noisy over its first epochs (batch-norm statistics still settling)",
+    )
     batch_size: int = option(32, "training batch size per replica")
     augment: bool = option(True, "train on the wafer's symmetries: rotations by 90 degrees and mirror flips")
     loss: str = option("bce", "training loss: binary cross-entropy or focal", choices=("bce", "focal"))

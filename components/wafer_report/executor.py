@@ -21,6 +21,7 @@ from components.drift_check.executor import read_drift
 from components.model_export import EXPORTED_PROPERTY, saved_model_dir, serving_default_probabilities
 from components.model_export import REPORT_FILE as EXPORT_REPORT_FILE
 from components.noise_aware_evaluator.executor import GATE_FILE, REASON_PROPERTY
+from components.wafer_example_gen import executor as example_gen_executor
 from components.wafer_example_gen.executor import REPORT_FILE as INGEST_REPORT_FILE
 from components.wafer_report import health, report
 from data.program import PROGRAM_FILE, TestProgram
@@ -73,6 +74,17 @@ def read_dies(input_base: str, pattern: str, input_format: str) -> pd.DataFrame:
     if "head" not in dies:
         dies["head"] = 1
     return dies.astype({"x": np.int64, "y": np.int64})
+
+
+def die_bins(examples_uri: str, exec_properties: dict) -> pd.DataFrame:
+    """Every die with its bins: what the ExampleGen kept beside the examples, or (an Examples
+    artifact from before it kept them, e.g. a cached one) the tester files decoded again."""
+    dies = example_gen_executor.read_die_bins(examples_uri)
+    if dies is not None:
+        return dies
+    return read_dies(
+        exec_properties[INPUT_BASE_KEY], exec_properties[INPUT_PATTERN_KEY], exec_properties[INPUT_FORMAT_KEY]
+    )
 
 
 def export_state(artifact) -> str:
@@ -175,9 +187,7 @@ def gather(input_dict: dict, exec_properties: dict, run_id: str | None = None) -
         x_train=dense_signature.dense_matrix_from_examples(train_records, columns),
         y_train=train["ft_fail"].to_numpy(),
         columns=columns,
-        dies=read_dies(
-            exec_properties[INPUT_BASE_KEY], exec_properties[INPUT_PATTERN_KEY], exec_properties[INPUT_FORMAT_KEY]
-        ),
+        dies=die_bins(examples.uri, exec_properties),
         score_dense=lambda x: dense(tf.constant(x, tf.float32))[PROBABILITY_KEY].numpy().reshape(-1),
         margins=margins,
         op=operating_point.find(model_dir),

@@ -67,6 +67,17 @@ def test_every_die_is_accounted_for_and_lots_never_straddle_splits(small_dataset
         assert key in example.features.feature, key
     # Ground truth of synthetic data stays in the sidecar: no example carries it.
     assert not [k for e in splits["train"] for k in e.features.feature if k.startswith("ft_fail_prob")]
+    # Every die's bins beside the examples, sort fails too (the run report reads them), and the
+    # sort-passing ones are exactly the examples, bin for bin.
+    bins = executor.read_die_bins(str(tmp_path / "out"))
+    assert len(bins) == manifest["dies"] and int(bins["sort_pass"].sum()) == manifest["sort_pass"]
+    assert not bins.duplicated(["lot_id", "wafer_id", "x", "y"]).any()
+    from_examples = pd.DataFrame(
+        [{k: _value(e, k) for k in ("lot_id", "wafer_id", "x", "y", "hard_bin")} for v in splits.values() for e in v]
+    ).assign(lot_id=lambda d: d["lot_id"].str.decode("utf-8"), wafer_id=lambda d: d["wafer_id"].str.decode("utf-8"))
+    passing = bins[bins["sort_pass"]].merge(from_examples, on=["lot_id", "wafer_id", "x", "y"], suffixes=("", "_ex"))
+    assert len(passing) == manifest["sort_pass"]
+    assert (passing["hard_bin"] == passing["hard_bin_ex"]).all()
 
 
 def test_the_program_is_learned_from_the_files(small_dataset, tmp_path):
@@ -266,6 +277,9 @@ def test_stdf_files_compressed_retested_and_bad_ones_quarantined(small_stdf_data
     assert report["dies_read"] == manifest["dies"] + 3
     assert report["examples"] == manifest["sort_pass"] == sum(len(v) for v in splits.values())
     assert report["balanced"] and report["rejected_no_label"] == 0
+    # The die bins: one row per die after retests, none from the quarantined files.
+    bins = executor.read_die_bins(str(tmp_path / "out"))
+    assert len(bins) == manifest["dies"] and set(bins["lot_id"]) == {w["lot_id"] for w in manifest["wafers"]}
 
 
 def test_bad_stdf_file_fails_the_run_naming_file_and_offset(small_stdf_dataset, tmp_path):
