@@ -160,11 +160,7 @@ def run_command(args: argparse.Namespace) -> int:
     result, log_path = _with_library_output(args, config, run_pipeline)
     from pipeline import summary
 
-    with open(os.path.join(config.output_dir, SUMMARY_FILE), "w") as f:
-        json.dump(result, f, indent=1)
-    print(summary.format_summary(result))
-    if log_path:
-        print(f"library output: {log_path}")
+    _say_summary(result, os.path.join(config.output_dir, SUMMARY_FILE), summary.format_summary(result), log_path)
     print(
         f"wafer-map defect patterns from the same files: `{PROG} run-patterns`, `make run-patterns` (docs/patterns.md)"
     )
@@ -188,12 +184,18 @@ def run_patterns_command(args: argparse.Namespace) -> int:
     result, log_path = _with_library_output(args, config, run_pipeline)
     from pipeline import pattern_runner
 
-    with open(os.path.join(config.output_dir, PATTERN_SUMMARY_FILE), "w") as f:
+    path = os.path.join(config.output_dir, PATTERN_SUMMARY_FILE)
+    _say_summary(result, path, pattern_runner.format_pattern_summary(result), log_path)
+    return 0
+
+
+def _say_summary(result: dict, path: str, text: str, log_path: str | None) -> None:
+    """The run's summary to `path` (JSON) and, as `text`, to the console, then where the log is."""
+    with open(path, "w") as f:
         json.dump(result, f, indent=1)
-    print(pattern_runner.format_pattern_summary(result))
+    print(text)
     if log_path:
         print(f"library output: {log_path}")
-    return 0
 
 
 class RunFailedError(Exception):
