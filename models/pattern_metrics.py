@@ -35,8 +35,12 @@ def predict(probabilities: np.ndarray, thresholds: np.ndarray | float = 0.5) -> 
 
 
 def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """Mean F1 over the nine scored classes (8 patterns + none) of multi-hot labels and decisions."""
-    return float(f1_score(with_none(labels), with_none(predictions), average="macro", zero_division=0))
+    """Mean F1 over the scored classes (8 patterns + none) that are labelled or predicted.
+
+    A class neither labelled nor predicted has no F1 (0/0) and is left out of the mean, as the
+    WM-811K papers score only the classes their test set has: a 75-wafer test set without a Near-full
+    wafer should not lose 1/9 of its macro-F1 for it. A class predicted but never labelled has F1 0."""
+    return float(f1_score(with_none(labels), with_none(predictions), average="macro", zero_division=np.nan))
 
 
 def per_class_recall(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -108,14 +112,17 @@ class _ScoredClassCounts(tf_keras.metrics.Metric):
 
 
 class PatternMacroF1(_ScoredClassCounts):
-    """`macro_f1` as a TFMA metric: the mean over the nine scored classes of 2TP / (2TP + FP + FN),
-    0 for a class neither labelled nor predicted (sklearn's zero_division=0, as `macro_f1`)."""
+    """`macro_f1` as a TFMA metric: the mean of 2TP / (2TP + FP + FN) over the scored classes that
+    are labelled or predicted in the slice (a per-product slice often lacks the rare classes)."""
 
     def __init__(self, name: str = MACRO_F1, **kwargs):
         super().__init__(name=name, **kwargs)
 
     def result(self):
-        return tf.reduce_mean(tf.math.divide_no_nan(2 * self.tp, 2 * self.tp + self.fp + self.fn))
+        denominator = 2 * self.tp + self.fp + self.fn
+        scored = denominator > 0
+        f1 = tf.boolean_mask(2 * self.tp, scored) / tf.boolean_mask(denominator, scored)
+        return tf.where(tf.reduce_any(scored), tf.reduce_mean(f1), tf.constant(np.nan, tf.float64))
 
 
 class PatternRecall(_ScoredClassCounts):
