@@ -17,6 +17,7 @@ from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
 
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
+from components.pattern_exporter.component import PatternExporter
 from components.wafer_map_example_gen.component import WaferMapExampleGen
 from data.patterns import LABEL_KEY, PRODUCT_KEY, SCORED_CLASSES
 from models.pattern_metrics import MACRO_F1, recall_name
@@ -191,6 +192,13 @@ def create_pattern_pipeline(
         ),
     )
     components += [trainer, model_resolver, evaluator, pusher]
+    if c.export:
+        # Beside the Pusher, and like it only for a blessed model.
+        components.append(
+            PatternExporter(
+                model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"], examples=examples
+            )
+        )
     return tfx.dsl.Pipeline(
         pipeline_name=c.pipeline_name,
         pipeline_root=pipeline_root,

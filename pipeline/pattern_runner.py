@@ -17,6 +17,8 @@ import re
 import tensorflow as tf
 from tfx import v1 as tfx
 
+from components.model_export import REPORT_FILE as EXPORT_REPORT_FILE
+from components.pattern_exporter.component import PatternModelExports
 from data import fs
 from data.patterns import SCORED_CLASSES
 from models.pattern_metrics import MACRO_F1, recall_name
@@ -136,6 +138,10 @@ def pattern_summary(metadata_path: str, pipeline_name: str) -> dict:
         summary["test"] = _slice_metrics(evaluation.uri)
     blessing = latest_artifact(store, pipeline_name, "Evaluator", "ModelBlessing")
     summary["blessed"] = bool(blessing.custom_properties["blessed"].int_value) if blessing is not None else None
+    exports = latest_artifact(store, pipeline_name, "PatternExporter", PatternModelExports.TYPE_NAME)
+    if exports is not None and fs.exists(os.path.join(exports.uri, EXPORT_REPORT_FILE)):
+        with tf.io.gfile.GFile(os.path.join(exports.uri, EXPORT_REPORT_FILE)) as f:
+            summary["exports"] = {"uri": exports.uri, **json.load(f)}
     pushed = latest_artifact(store, pipeline_name, "Pusher", "PushedModel")
     summary["pushed_model"] = (
         pushed.custom_properties["pushed_destination"].string_value
@@ -172,4 +178,14 @@ def format_pattern_summary(summary: dict) -> str:
             + ", ".join(recalls)
         )
     lines.append(f"blessed: {summary.get('blessed')}; pushed to: {summary.get('pushed_model') or 'not pushed'}")
+    exports = summary.get("exports", {})
+    if exports.get("exported"):
+        checks = exports["vs_saved_model"]
+        said = ", ".join(
+            f"{name} (max |dp| {c['max_abs_diff']:.1e}, same decisions on {c['decision_agreement']:.1%})"
+            for name, c in checks.items()
+        )
+        lines.append(f"exported to {exports['uri']}: {said} of {next(iter(checks.values()))['maps']} test maps")
+    elif exports:
+        lines.append(f"not exported: {exports.get('reason')}")
     return "\n".join(lines)

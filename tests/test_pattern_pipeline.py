@@ -94,6 +94,23 @@ def test_evaluator_figures_are_the_pushed_models_on_the_test_wafers(runs):
                 assert figures[key] == pytest.approx(expected_recall[name], abs=1e-9), name
 
 
+def test_the_blessed_model_is_exported_to_tflite_and_onnx_with_parity(runs):
+    """TF Lite float32 and ONNX reproduce the SavedModel on every test map (the exporter fails past
+    1e-4); int8 stays within the exporter's bound for a working quantization (0.25)."""
+    exports = runs["summary_a"]["exports"]
+    assert exports["exported"]
+    checks = exports["vs_saved_model"]
+    assert set(checks) == {"model.tflite", "model_int8.tflite", "model.onnx"}
+    n_test = runs["summary_a"]["ingest"]["examples_per_split"]["test"]
+    for name in ("model.tflite", "model.onnx"):
+        assert checks[name]["maps"] == n_test
+        assert checks[name]["max_abs_diff"] <= 1e-4 and checks[name]["decision_agreement"] == 1.0
+    assert checks["model_int8.tflite"]["max_abs_diff"] <= 0.25
+    assert "CONV_2D" in checks["model_int8.tflite"]["int8_operators"]
+    for name in checks:
+        assert os.path.getsize(os.path.join(exports["uri"], name)) > 0
+
+
 def test_transfer_goes_through_base_model_and_keeps_the_frozen_backbone(runs):
     b, summary = runs["b"], runs["summary_b"]
     assert summary["training"]["transfer"] == "feature_extraction"
@@ -125,6 +142,7 @@ def test_the_floor_withholds_the_blessing_and_nothing_is_pushed(runs):
     summary = pattern_runner.run(gated)
     assert summary["blessed"] is False
     assert summary["pushed_model"] is None
+    assert summary["exports"]["exported"] is False and "not blessed" in summary["exports"]["reason"]
     assert sorted(os.listdir(a.serving_model_dir)) == before
     with tf.io.gfile.GFile(
         os.path.join(
