@@ -88,3 +88,9 @@ run-patterns: venv
 	$(VENV)/bin/waferflow run-patterns --output-dir $(PATTERN_OUT) --product WF7N $(ARGS)
 	$(VENV)/bin/waferflow run-patterns --output-dir $(PATTERN_OUT) --product MX3A --lots 8 \
 		--base-model $(PATTERN_OUT)/serving_model/waferflow-patterns-wf7n $(ARGS)
+
+.PHONY: benchmark-patterns
+# Transfer from product A against scratch on product B at 50-1000 labelled wafers (macro-F1 with
+# intervals), and single-map latency of the pushed pattern model per runtime (run-patterns first).
+benchmark-patterns: venv
+	$(PY) benchmarks/wafer_patterns.py $(ARGS)

@@ -247,6 +247,61 @@ def float32_copy(keras_model: keras.Model) -> keras.Model:
     return copy
 
 
+def train_pattern_model(
+    transfer: str,
+    hp: keras_tuner.HyperParameters,
+    train: tf.data.Dataset,
+    evaluation: tf.data.Dataset,
+    steps: int,
+    epochs: int,
+    patience: int,
+    loss: str = "bce",
+    lr_decay: float = 0.3,
+    base: keras.Model | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    callbacks: list | tuple = (),
+) -> tuple[keras.Model, list[dict]]:
+    """Build the CNN (from scratch, or from `base` by the `transfer` strategy) and train it on
+    `train` (repeating, `steps` per epoch), early-stopped on `evaluation`'s AUC; the model and the
+    per-stage history. What run_fn trains, and what benchmarks/wafer_patterns.py compares."""
+    strategy = strategy or tf.distribute.get_strategy()
+    lr = hp.get("learning_rate")
+    with strategy.scope():
+        if transfer == "scratch":
+            model = pattern_model.build_pattern_model(hp, compile_model=False)
+        else:
+            model = transfer_model(base, hp, keep_head=transfer != "feature_extraction")
+    fit = dict(x=train, validation_data=evaluation, steps_per_epoch=steps, verbose=2)
+    stages = []
+    if transfer == "gradual_unfreeze":
+        # The epoch budget shared between the stages: the head alone, then one more block each.
+        n_stages = len(pattern_model.backbone_blocks(model)) + 1
+        stage_epochs = max(1, epochs // n_stages)
+        for unfrozen in range(n_stages):
+            with strategy.scope():
+                set_frozen_blocks(model, unfrozen)
+                optimizer = keras.optimizers.Adam(warmup_cosine(lr, stage_epochs * steps))
+                pattern_model.compile_pattern_model(model, optimizer, loss)
+            history = model.fit(epochs=stage_epochs, callbacks=list(callbacks), **fit)
+            stages.append({"trainable_blocks": unfrozen, "val_auc": history.history["val_auc"]})
+        return model, stages
+    with strategy.scope():
+        if transfer == "feature_extraction":
+            set_frozen_blocks(model, 0)
+            optimizer = keras.optimizers.Adam(lr)
+        elif transfer == "fine_tune":
+            optimizer = LayerScaledAdam(
+                discriminative_scales(model, lr_decay), learning_rate=warmup_cosine(lr, epochs * steps)
+            )
+        else:
+            optimizer = keras.optimizers.Adam(warmup_cosine(lr, epochs * steps))
+        pattern_model.compile_pattern_model(model, optimizer, loss)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True)
+    history = model.fit(epochs=epochs, callbacks=[stopper, *callbacks], **fit)
+    stages.append({"trainable_blocks": "all" if transfer != "feature_extraction" else 0, **history.history})
+    return model, stages
+
+
 # Called by the Trainer component.
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Train the pattern CNN by the `transfer` strategy and export it (see the module docstring)."""
@@ -276,20 +331,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     evaluation = data(fn_args.eval_files, num_epochs=1, shuffle=False)
     policy = training.mixed_precision_policy() if config.get(MIXED_PRECISION_KEY, True) else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    hp, loss = _hyperparameters(fn_args), config.get(LOSS_KEY, "bce")
-    lr = hp.get("learning_rate")
+    hp = _hyperparameters(fn_args)
     callbacks = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)]
     try:
-        with strategy.scope():
-            if transfer == "scratch":
-                model = pattern_model.build_pattern_model(hp, compile_model=False)
-            else:
+        base = None
+        if transfer != "scratch":
+            with strategy.scope():
                 base = load_base_model(fn_args.base_model)
-                model = transfer_model(base, hp, keep_head=transfer != "feature_extraction")
-                del base
         logging.info(
-            "Pattern model %s, transfer %s, %d replica(s), policy %s: %d maps (per class %s), %d steps per epoch",
-            model.name,
+            "Pattern model, transfer %s, %d replica(s), policy %s: %d maps (per class %s), %d steps per epoch",
             transfer,
             strategy.num_replicas_in_sync,
             policy,
@@ -297,35 +347,21 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             positives.tolist(),
             steps,
         )
-        fit = dict(x=train, validation_data=evaluation, steps_per_epoch=steps, verbose=2)
-        stages = []
-        if transfer == "gradual_unfreeze":
-            # The epoch budget shared between the stages: the head alone, then one more block each.
-            n_stages = len(pattern_model.backbone_blocks(model)) + 1
-            stage_epochs = max(1, epochs // n_stages)
-            for unfrozen in range(n_stages):
-                with strategy.scope():
-                    set_frozen_blocks(model, unfrozen)
-                    optimizer = keras.optimizers.Adam(warmup_cosine(lr, stage_epochs * steps))
-                    pattern_model.compile_pattern_model(model, optimizer, loss)
-                history = model.fit(epochs=stage_epochs, callbacks=callbacks, **fit)
-                stages.append({"trainable_blocks": unfrozen, "val_auc": history.history["val_auc"]})
-        else:
-            with strategy.scope():
-                if transfer == "feature_extraction":
-                    set_frozen_blocks(model, 0)
-                    optimizer = keras.optimizers.Adam(lr)
-                elif transfer == "fine_tune":
-                    scales = discriminative_scales(model, float(config.get(LR_DECAY_KEY, 0.3)))
-                    optimizer = LayerScaledAdam(scales, learning_rate=warmup_cosine(lr, epochs * steps))
-                else:
-                    optimizer = keras.optimizers.Adam(warmup_cosine(lr, epochs * steps))
-                pattern_model.compile_pattern_model(model, optimizer, loss)
-            stopper = keras.callbacks.EarlyStopping(
-                monitor="val_auc", mode="max", patience=patience, restore_best_weights=True
-            )
-            history = model.fit(epochs=epochs, callbacks=[stopper, *callbacks], **fit)
-            stages.append({"trainable_blocks": "all" if transfer != "feature_extraction" else 0, **history.history})
+        model, stages = train_pattern_model(
+            transfer,
+            hp,
+            train,
+            evaluation,
+            steps,
+            epochs,
+            patience,
+            loss=config.get(LOSS_KEY, "bce"),
+            lr_decay=float(config.get(LR_DECAY_KEY, 0.3)),
+            base=base,
+            strategy=strategy,
+            callbacks=callbacks,
+        )
+        del base
         served = float32_copy(model)
         labels, probabilities = predict_dataset(served, evaluation)
         # Per-class thresholds on validation, never on test.
