@@ -15,6 +15,7 @@ import importlib
 _ARTIFACT_TYPES = {
     "DriftReport": "components.drift_check.component",
     "ONNXModel": "components.onnx_exporter.component",
+    "PatternReport": "components.pattern_report.component",
     "TFLiteModel": "components.tflite_exporter.component",
     "WaferReport": "components.wafer_report.component",
 }
