@@ -4,10 +4,10 @@
 Each subcommand's options come from the module that does the work (data/generate.py,
 pipeline/config.py's RunConfig, pipeline/predict.py, pipeline/predict_patterns.py,
 pipeline/kubeflow_runner.py), so `python -m` on those modules and this command take the same
-flags. A mistake the user can fix (a bad option
-value, a missing data directory, an unwritable output directory) is one line on stderr and exit
-status 2; any other failure one line and exit status 1; `--verbose` shows tracebacks and, for
-`run`, all library output on the console instead of in the log file.
+flags. A mistake the user can fix (a bad option value, a missing data directory, an unwritable
+output directory) is one line on stderr and exit status 2; any other failure one line and exit
+status 1; `--verbose` shows tracebacks and, for `run`, all library output on the console instead of
+in the log file.
 """
 
 from __future__ import annotations

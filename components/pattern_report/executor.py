@@ -85,9 +85,10 @@ def read_thresholds(model_dir: str) -> np.ndarray:
 
 def load_keras(model_dir: str) -> keras.Model:
     """The float32 Keras model stored beside the SavedModel (read through a local copy: it may be on gs://)."""
-    local = os.path.join(tempfile.mkdtemp(prefix="pattern_report"), "pattern_model.keras")
-    tf.io.gfile.copy(os.path.join(model_dir, KERAS_MODEL_PATH), local, overwrite=True)
-    return keras.models.load_model(local, compile=False)
+    with tempfile.TemporaryDirectory(prefix="pattern_report") as local:
+        path = os.path.join(local, "pattern_model.keras")
+        tf.io.gfile.copy(os.path.join(model_dir, KERAS_MODEL_PATH), path, overwrite=True)
+        return keras.models.load_model(path, compile=False)
 
 
 def _stem(lot_id: str, wafer_id: str) -> str:
@@ -159,26 +160,25 @@ class Executor(base_executor.BaseExecutor):
                 f"PatternReport: {THRESHOLDS_PATH} of {model_dir} disagrees with the model's patterns output"
             )
         tf.io.gfile.makedirs(output.uri)
-        # Grad-CAM PNGs go through a local directory (matplotlib writes files), then beside the page.
-        local = tempfile.mkdtemp(prefix="pattern_report_out")
-        context = build(
-            data,
-            probabilities,
-            thresholds,
-            load_keras(model_dir),
-            local,
-            seed=int(exec_properties.get(SEED_KEY) or 0),
-            sample_size=int(exec_properties.get(SAMPLE_SIZE_KEY) or report.SAMPLE_SIZE),
-        )
         blessing, evaluation = _one(input_dict, BLESSING_KEY), _one(input_dict, EVALUATION_KEY)
+        # Grad-CAM PNGs go through a local directory (matplotlib writes files), then beside the page.
+        with tempfile.TemporaryDirectory(prefix="pattern_report_out") as local:
+            context = build(
+                data,
+                probabilities,
+                thresholds,
+                load_keras(model_dir),
+                local,
+                seed=int(exec_properties.get(SEED_KEY) or 0),
+                sample_size=int(exec_properties.get(SAMPLE_SIZE_KEY) or report.SAMPLE_SIZE),
+            )
+            tf.io.gfile.makedirs(os.path.join(output.uri, IMAGE_DIR))
+            for name in sorted(os.listdir(os.path.join(local, IMAGE_DIR))) if context["sample"] else []:
+                source, target = os.path.join(local, IMAGE_DIR, name), os.path.join(output.uri, IMAGE_DIR, name)
+                tf.io.gfile.copy(source, target, overwrite=True)
         context["blessed"] = None if blessing is None else bool(blessing.get_int_custom_property("blessed"))
         context["evaluator"] = summary.overall_metrics(evaluation.uri) if evaluation is not None else None
         context["model"] = model_dir
-        tf.io.gfile.makedirs(os.path.join(output.uri, IMAGE_DIR))
-        for name in sorted(os.listdir(os.path.join(local, IMAGE_DIR))) if context["sample"] else []:
-            tf.io.gfile.copy(
-                os.path.join(local, IMAGE_DIR, name), os.path.join(output.uri, IMAGE_DIR, name), overwrite=True
-            )
         with tf.io.gfile.GFile(os.path.join(output.uri, HTML_FILE), "w") as f:
             f.write(report.render(context))
         with tf.io.gfile.GFile(os.path.join(output.uri, JSON_FILE), "w") as f:
