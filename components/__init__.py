@@ -16,6 +16,7 @@ _ARTIFACT_TYPES = {
     "DriftReport": "components.drift_check.component",
     "ONNXModel": "components.onnx_exporter.component",
     "PatternModelExports": "components.pattern_exporter.component",
+    "PatternReport": "components.pattern_report.component",
     "TFLiteModel": "components.tflite_exporter.component",
     "WaferReport": "components.wafer_report.component",
 }

@@ -37,6 +37,8 @@ import pandas as pd
 from data.geometry import WaferGeometry
 from data.patterns import MAP_CHANNELS, MAP_SIZE
 from data.program import FileProgram
+from data.readers import WaferRead
+from data.wafers import assemble_wafer
 
 OFF_WAFER, PASS, FAIL = 0, 1, 2  # native-map cell values (WM-811K's)
 DEFAULT_EDGE_EXCLUSION_MM = WaferGeometry.edge_exclusion_mm
@@ -166,3 +168,28 @@ def pixel_of_die(x: int, y: int, geometry: MapGeometry, size: int = MAP_SIZE) ->
     cx_mm = (x - geometry.center_x) * geometry.die_width_mm
     cy_mm = (y - geometry.center_y) * geometry.die_height_mm
     return int((geometry.diameter_mm / 2.0 - cy_mm) // step), int((cx_mm + geometry.diameter_mm / 2.0) // step)
+
+
+@dataclasses.dataclass(frozen=True)
+class WaferMap:
+    """One wafer's fixed map with what names it: what the map ExampleGen and the pattern predict
+    client both build from a wafer's reads (`wafer_map_of`)."""
+
+    lot_id: str
+    wafer_id: str
+    product: str  # MIR PART_TYP of the wafer's newest file; "" if it names none
+    source: str  # the newest file of the wafer: its geometry placed the map
+    image: np.ndarray  # float32 [MAP_SIZE, MAP_SIZE, len(MAP_CHANNELS)]
+    superseded: int = 0  # retested dies whose earlier results were replaced
+
+
+def wafer_map_of(reads: list[WaferRead], edge_exclusion_mm: float = DEFAULT_EDGE_EXCLUSION_MM) -> WaferMap:
+    """All reads of one wafer (data/readers.py WaferRead, any files) -> its fixed map: retests
+    resolved (data/wafers.py, the last test of a die wins), the geometry and product from the
+    newest file (by START_T). MapGeometryError naming that file when it has no usable WCR."""
+    wafer = assemble_wafer(reads)
+    newest = max(reads, key=lambda r: (r.start_time, r.source))
+    geometry = MapGeometry.from_program(newest.program, newest.source, edge_exclusion_mm)
+    product = (newest.program.revision or {}).get("PART_TYP", "") if newest.program else ""
+    image = fixed_map(wafer.dies, geometry)
+    return WaferMap(wafer.lot_id, wafer.wafer_id, str(product), newest.source, image, wafer.superseded)

@@ -1,11 +1,13 @@
-"""The `waferflow` command: `generate`, `run`, `run-patterns`, `predict`, `report`, `kfp` (`waferflow COMMAND --help`).
+"""The `waferflow` command: `generate`, `run`, `run-patterns`, `predict`, `predict-patterns`, `report`,
+`kfp` (`waferflow COMMAND --help`).
 
 Each subcommand's options come from the module that does the work (data/generate.py,
-pipeline/config.py's RunConfig, pipeline/predict.py, pipeline/kubeflow_runner.py), so `python -m`
-on those modules and this command take the same flags. A mistake the user can fix (a bad option
-value, a missing data directory, an unwritable output directory) is one line on stderr and exit
-status 2; any other failure one line and exit status 1; `--verbose` shows tracebacks and, for
-`run`, all library output on the console instead of in the log file.
+pipeline/config.py's RunConfig, pipeline/predict.py, pipeline/predict_patterns.py,
+pipeline/kubeflow_runner.py), so `python -m` on those modules and this command take the same
+flags. A mistake the user can fix (a bad option value, a missing data directory, an unwritable
+output directory) is one line on stderr and exit status 2; any other failure one line and exit
+status 1; `--verbose` shows tracebacks and, for `run`, all library output on the console instead of
+in the log file.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     predict.add_arguments(parser)
 
 
+def _predict_patterns_arguments(parser: argparse.ArgumentParser) -> None:
+    from pipeline import predict_patterns  # imports pandas and the readers: only for `predict-patterns`
+
+    predict_patterns.add_arguments(parser)
+
+
 def _schema_arguments(parser: argparse.ArgumentParser) -> None:
     from pipeline import schema  # imports TFX and TFDV: only when the command is `schema`
 
@@ -101,6 +109,13 @@ SUBCOMMANDS: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]
         "Score wafer-test files as the ingest reads them, with a local model (SavedModel, TF Lite, ONNX) or a "
         "TF Serving server; write the probabilities, the ink decision and, on request, ink maps.",
         _predict_arguments,
+    ),
+    "predict-patterns": (
+        "classify wafer maps' defect patterns with the pattern model or a TF Serving server",
+        "Build each wafer's fixed-size map from tester files (as the map ExampleGen does) and classify its defect "
+        "patterns with the pattern model's serve_map signature, locally or on TF Serving; write a CSV of class "
+        "probabilities and predicted patterns and print a table.",
+        _predict_patterns_arguments,
     ),
     "schema": (
         "write the last run's inferred schema, for review, as the curated schema (--schema-file)",
@@ -305,11 +320,18 @@ def predict_command(args: argparse.Namespace) -> int:
     return predict.run(args)
 
 
+def predict_patterns_command(args: argparse.Namespace) -> int:
+    from pipeline import predict_patterns
+
+    return predict_patterns.run(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate": generate_command,
     "run": run_command,
     "run-patterns": run_patterns_command,
     "predict": predict_command,
+    "predict-patterns": predict_patterns_command,
     "report": report_command,
     "schema": schema_command,
 }

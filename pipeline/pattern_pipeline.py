@@ -18,6 +18,7 @@ from tfx import v1 as tfx
 
 from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 from components.pattern_exporter.component import PatternExporter
+from components.pattern_report.component import PatternReport
 from components.wafer_map_example_gen.component import WaferMapExampleGen
 from data.patterns import LABEL_KEY, PRODUCT_KEY, SCORED_CLASSES
 from models.pattern_metrics import MACRO_F1, recall_name
@@ -192,6 +193,17 @@ def create_pattern_pipeline(
         ),
     )
     components += [trainer, model_resolver, evaluator, pusher]
+    if c.report:
+        # Per-product figures with intervals, confusions, Grad-CAM heat maps of a sample of test wafers.
+        components.append(
+            PatternReport(
+                examples=examples,
+                model=trainer.outputs["model"],
+                evaluation=evaluator.outputs["evaluation"],
+                model_blessing=evaluator.outputs["blessing"],
+                seed=c.seed,
+            )
+        )
     if c.export:
         # Beside the Pusher, and like it only for a blessed model.
         components.append(

@@ -19,6 +19,8 @@ from tfx import v1 as tfx
 
 from components.model_export import REPORT_FILE as EXPORT_REPORT_FILE
 from components.pattern_exporter.component import PatternModelExports
+from components.pattern_report.component import PatternReportArtifact
+from components.pattern_report.executor import HTML_FILE as REPORT_HTML
 from data import fs
 from data.patterns import SCORED_CLASSES
 from models.pattern_metrics import MACRO_F1, recall_name
@@ -142,6 +144,9 @@ def pattern_summary(metadata_path: str, pipeline_name: str) -> dict:
     if exports is not None and fs.exists(os.path.join(exports.uri, EXPORT_REPORT_FILE)):
         with tf.io.gfile.GFile(os.path.join(exports.uri, EXPORT_REPORT_FILE)) as f:
             summary["exports"] = {"uri": exports.uri, **json.load(f)}
+    report = latest_artifact(store, pipeline_name, "PatternReport", PatternReportArtifact.TYPE_NAME)
+    if report is not None and fs.exists(os.path.join(report.uri, REPORT_HTML)):
+        summary["report"] = os.path.join(report.uri, REPORT_HTML)
     pushed = latest_artifact(store, pipeline_name, "Pusher", "PushedModel")
     summary["pushed_model"] = (
         pushed.custom_properties["pushed_destination"].string_value
@@ -178,6 +183,8 @@ def format_pattern_summary(summary: dict) -> str:
             + ", ".join(recalls)
         )
     lines.append(f"blessed: {summary.get('blessed')}; pushed to: {summary.get('pushed_model') or 'not pushed'}")
+    if summary.get("report"):
+        lines.append(f"report (per product, Grad-CAM): {summary['report']}")
     exports = summary.get("exports", {})
     if exports.get("exported"):
         checks = exports["vs_saved_model"]

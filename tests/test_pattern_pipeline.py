@@ -111,6 +111,20 @@ def test_the_blessed_model_is_exported_to_tflite_and_onnx_with_parity(runs):
         assert os.path.getsize(os.path.join(exports["uri"], name)) > 0
 
 
+def test_the_report_shows_the_test_wafers_and_grad_cam_maps(runs):
+    report = runs["summary_a"]["report"]
+    with open(os.path.join(os.path.dirname(report), "report.json")) as f:
+        content = json.load(f)
+    assert os.path.getsize(report) > 0
+    images = glob.glob(os.path.join(os.path.dirname(report), "images", "*.png"))
+    assert images, "no Grad-CAM images"
+    n_test = runs["summary_a"]["ingest"]["examples_per_split"]["test"]
+    assert content["wafers"] == n_test == content["overall"]["wafers"]
+    # The report's own computation and the Evaluator's agree on the test split's macro-F1.
+    figures = runs["summary_a"]["test"]["all"]
+    assert content["overall"]["macro_f1"] == pytest.approx(figures["macro_f1"], abs=1e-9)
+
+
 def test_transfer_goes_through_base_model_and_keeps_the_frozen_backbone(runs):
     b, summary = runs["b"], runs["summary_b"]
     assert summary["training"]["transfer"] == "feature_extraction"

@@ -41,8 +41,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from components.wafer_example_gen import executor as die_executor
 from data.patterns import LABEL_KEY, LOT_KEY, MAP_KEY, PRODUCT_KEY, WAFER_KEY, labels_to_multi_hot, read_sidecar
 from data.readers import READERS, WaferRead
-from data.wafer_maps import MapGeometry, MapGeometryError, fixed_map
-from data.wafers import assemble_wafer
+from data.wafer_maps import MapGeometry, MapGeometryError, wafer_map_of
 
 INPUT_FORMAT_KEY = die_executor.INPUT_FORMAT_KEY
 LABELS_PATTERN_KEY = die_executor.LABELS_PATTERN_KEY  # the pattern sidecar's glob; `{SPAN}` as the die ExampleGen's
@@ -120,11 +119,8 @@ class _MapsOfLot(beam.DoFn):
         for wafer_id in sorted(by_wafer):
             wafer_reads = by_wafer[wafer_id]
             stats["wafers_read"] += 1
-            wafer = assemble_wafer(wafer_reads)
-            stats["superseded_retests"] += wafer.superseded
-            newest = max(wafer_reads, key=lambda r: (r.start_time, r.source))
             try:
-                geometry = MapGeometry.from_program(newest.program, newest.source, self._edge)
+                wafer = wafer_map_of(wafer_reads, self._edge)
             except MapGeometryError as error:
                 if self._policy == "fail":
                     raise
@@ -132,16 +128,15 @@ class _MapsOfLot(beam.DoFn):
                 stats["rejected_no_geometry"] += 1
                 stats["no_geometry"].append({"lot_id": lot_id, "wafer_id": wafer_id, "error": str(error)})
                 continue
+            stats["superseded_retests"] += wafer.superseded
             key = (lot_id, wafer_id)
             if key not in labels:
                 stats["rejected_no_label"] += 1
                 if len(stats["unlabelled"]) < _LISTED:
-                    stats["unlabelled"].append({"lot_id": lot_id, "wafer_id": wafer_id, "file": newest.source})
+                    stats["unlabelled"].append({"lot_id": lot_id, "wafer_id": wafer_id, "file": wafer.source})
                 continue
             used.add(key)
-            product = (newest.program.revision or {}).get("PART_TYP", "") if newest.program else ""
-            image = fixed_map(wafer.dies, geometry)
-            yield lot_id, map_example(image, labels[key], product, lot_id, wafer_id)
+            yield lot_id, map_example(wafer.image, labels[key], wafer.product, lot_id, wafer_id)
             stats["examples"] += 1
         stats["orphan_labels"] = len(set(labels) - used - {(lot_id, w) for w in by_wafer})
         yield beam.pvalue.TaggedOutput(self.STATS, stats)
