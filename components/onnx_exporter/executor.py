@@ -29,25 +29,37 @@ DEFAULT_OPSET = 17
 
 def convert(loaded, path: str, opset: int = DEFAULT_OPSET):
     """Write the loaded SavedModel's `serve_dense` as an ONNX model to `path`; returns the ModelProto."""
-    import onnx  # imported here: the pipeline imports this module, only the executor converts
+    proto = function_to_onnx(
+        dense_signature.dense_function(loaded),
+        dense_signature.DENSE_INPUT,
+        features.PROBABILITY_KEY,
+        "waferflow",
+        opset,
+    )
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(proto.SerializeToString())
+    return proto
+
+
+def function_to_onnx(function, input_name: str, output_name: str, name: str, opset: int = DEFAULT_OPSET):
+    """A concrete function of one input and one output as a checked ONNX ModelProto, its input and
+    output named as the SavedModel's signature names them (frozen to a GraphDef first: see above)."""
+    import onnx  # imported here: the pipeline imports this module, only the executors convert
     import tf2onnx
 
-    function = dense_signature.dense_function(loaded)
     inputs = [t.name for t in function.inputs if t.dtype != tf.resource][:1]
     outputs = [t.name for t in function.outputs]
     graph_def = tf2onnx.tf_loader.from_function(function, inputs, outputs)
     with tf.device("/cpu:0"):
         proto, _ = tf2onnx.convert.from_graph_def(
             graph_def,
-            name="waferflow",
+            name=name,
             input_names=inputs,
             output_names=outputs,
             opset=opset,
-            tensors_to_rename={inputs[0]: dense_signature.DENSE_INPUT, outputs[0]: features.PROBABILITY_KEY},
+            tensors_to_rename={inputs[0]: input_name, outputs[0]: output_name},
         )
     onnx.checker.check_model(proto)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(proto.SerializeToString())
     return proto
 
 

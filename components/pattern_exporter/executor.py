@@ -26,6 +26,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components import model_export
+from components.onnx_exporter.executor import function_to_onnx
 from components.tflite_exporter.executor import int8_operators, operators
 from data.patterns import LABEL_KEY, MAP_KEY
 from models import pattern_metrics, pattern_preprocessing
@@ -84,24 +85,8 @@ def to_tflite(loaded, calibration: np.ndarray | None = None) -> bytes:
 
 
 def to_onnx(loaded, opset: int = OPSET) -> bytes:
-    """ONNX of the probability function (tf2onnx over the frozen graph; see components/onnx_exporter)."""
-    import onnx
-    import tf2onnx
-
-    function = probability_function(loaded)
-    inputs = [t.name for t in function.inputs if t.dtype != tf.resource][:1]
-    outputs = [t.name for t in function.outputs]
-    graph_def = tf2onnx.tf_loader.from_function(function, inputs, outputs)
-    with tf.device("/cpu:0"):
-        proto, _ = tf2onnx.convert.from_graph_def(
-            graph_def,
-            name="waferflow_patterns",
-            input_names=inputs,
-            output_names=outputs,
-            opset=opset,
-            tensors_to_rename={inputs[0]: MAP_KEY, outputs[0]: PROBABILITIES_KEY},
-        )
-    onnx.checker.check_model(proto)
+    """ONNX of the probability function (tf2onnx over the frozen graph, as components/onnx_exporter)."""
+    proto = function_to_onnx(probability_function(loaded), MAP_KEY, PROBABILITIES_KEY, "waferflow_patterns", opset)
     return proto.SerializeToString()
 
 

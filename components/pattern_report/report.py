@@ -14,7 +14,6 @@ import dataclasses
 import os
 from collections import Counter
 
-import jinja2
 import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
@@ -22,6 +21,7 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from components.wafer_report.report import render_template  # noqa: E402
 from data.patterns import MAP_CHANNELS, NONE_CLASS, PATTERN_CLASSES, SCORED_CLASSES  # noqa: E402
 from models import pattern_metrics  # noqa: E402
 
@@ -136,9 +136,4 @@ class SampleWafer:
 
 
 def render(context: dict) -> str:
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(os.path.dirname(__file__)),
-        autoescape=jinja2.select_autoescape(["html", "j2"]),
-        undefined=jinja2.StrictUndefined,
-    )
-    return environment.get_template("template.html.j2").render(**context)
+    return render_template(os.path.dirname(__file__), context)

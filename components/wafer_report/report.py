@@ -296,8 +296,13 @@ def build(inputs: ReportInputs) -> dict:
 
 def render(context: dict) -> str:
     """The self-contained HTML page (figures are data URIs, styles inline)."""
+    return render_template(os.path.dirname(__file__), context)
+
+
+def render_template(folder: str, context: dict) -> str:
+    """`folder`/template.html.j2 rendered with `context`: HTML-escaped, and a missing key is an error."""
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(os.path.dirname(__file__)),
+        loader=jinja2.FileSystemLoader(folder),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
     )
