@@ -37,8 +37,7 @@ from components.pattern_exporter import executor as exporter
 from data.patterns import SCORED_CLASSES, labels_to_multi_hot, read_sidecar
 from data.readers import READERS
 from data.synthetic import GeneratorConfig
-from data.wafer_maps import MapGeometry, fixed_map
-from data.wafers import assemble_wafer
+from data.wafer_maps import wafer_map_of
 from data.writers import write_dataset
 from models import pattern_metrics, pattern_model, pattern_preprocessing, pattern_trainer
 
@@ -59,12 +58,10 @@ def generated_maps(out: str, product: str, wafers: int, seed: int) -> tuple[np.n
         labels.update(read_sidecar(path))
     maps, multi_hot, lot_of = [], [], []
     for path in sorted(glob.glob(os.path.join(out, "wafers", "*", "*.stdf"))):
-        reads = list(READERS["stdf"](path))
-        wafer = assemble_wafer(reads)
-        geometry = MapGeometry.from_program(reads[-1].program, path, MapGeometry.edge_exclusion_mm)
-        maps.append(fixed_map(wafer.dies, geometry))
-        multi_hot.append(labels_to_multi_hot(labels[(reads[-1].lot_id, reads[-1].wafer_id)]))
-        lot_of.append(reads[-1].lot_id)
+        wafer = wafer_map_of(list(READERS["stdf"](path)))  # one file per wafer in a generated set
+        maps.append(wafer.image)
+        multi_hot.append(labels_to_multi_hot(labels[(wafer.lot_id, wafer.wafer_id)]))
+        lot_of.append(wafer.lot_id)
     return np.stack(maps).astype(np.float32)[:wafers], np.stack(multi_hot)[:wafers], lot_of[:wafers]
 
 
