@@ -164,3 +164,24 @@ def test_the_floor_withholds_the_blessing_and_nothing_is_pushed(runs):
         )
     ) as f:
         assert json.load(f)["train_examples"] == runs["summary_a"]["training"]["train_examples"]
+
+
+def test_the_tuners_hyperparameters_reach_the_trainer(tmp_path):
+    """--enable-tuning: the Tuner's best hyperparameters (not the defaults) build the pushed model."""
+    config = PatternRunConfig(
+        output_dir=str(tmp_path),
+        product="WF7N",
+        enable_tuning=True,
+        tuner_trials=2,
+        tuner_epochs=1,
+        min_macro_f1=0,
+        export=False,
+        report=False,
+        **{**SMALL, "epochs": 1},
+    )
+    summary = pattern_runner.run(config)
+    store = read_only_store(config.metadata_path)
+    tuned = latest_artifact(store, config.pipeline_name, "Tuner", "HyperParameters")
+    with open(os.path.join(tuned.uri, "best_hyperparameters.txt")) as f:
+        best = json.load(f)["values"]
+    assert summary["training"]["architecture"] == {k: best[k] for k in ("architecture", "width", "depth")}
