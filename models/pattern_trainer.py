@@ -222,9 +222,10 @@ def export(keras_model: keras.Model, tf_transform_output, thresholds: np.ndarray
     keras_path = os.path.join(model_dir, KERAS_MODEL_PATH)
     tf.io.gfile.makedirs(os.path.dirname(keras_path))
     # Keras writes .keras through a local file; copy it to the model directory (which may be gs://).
-    local = os.path.join(tempfile.mkdtemp(prefix="pattern_keras"), "pattern_model.keras")
-    keras_model.save(local)
-    tf.io.gfile.copy(local, keras_path, overwrite=True)
+    with tempfile.TemporaryDirectory(prefix="pattern_keras") as scratch:
+        local = os.path.join(scratch, "pattern_model.keras")
+        keras_model.save(local)
+        tf.io.gfile.copy(local, keras_path, overwrite=True)
     with tf.io.gfile.GFile(os.path.join(model_dir, THRESHOLDS_PATH), "w") as f:
         json.dump(dict(zip(PATTERN_CLASSES, map(float, thresholds), strict=True)), f, indent=2)
 

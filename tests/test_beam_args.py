@@ -183,3 +183,20 @@ def test_portable_runners_get_the_graph_with_the_image_as_worker_environment(pro
     proto = pipeline.to_runner_api(default_environment=environment)
     used = {t.environment_id for t in proto.components.transforms.values() if t.environment_id}
     assert used and all(proto.components.environments[e].urn == "beam:env:docker:v1" for e in used)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [*PROFILE_ARGS.values(), beam_args.with_worker_setup(["--runner=DirectRunner"]), beam_args.with_worker_setup([])],
+    ids=[*PROFILE_ARGS, "plain-direct", "no-runner"],
+)
+def test_tfx_does_not_repackage_itself_for_the_workers(args):
+    """TFX's own check: with none of the dependency flags it builds (and leaks) a TFX sdist per component."""
+    from tfx.utils import dependency_utils
+
+    assert dependency_utils.make_beam_dependency_flags(list(args)) == list(args)
+
+
+def test_a_remote_runner_without_an_image_keeps_tfx_staging():
+    args = beam_args.with_worker_setup(["--runner=DataflowRunner", "--project=p"])
+    assert not any(a.startswith("--sdk_container_image") for a in args)
