@@ -84,13 +84,24 @@ def main(argv: list[str] | None = None) -> None:
 
     data = os.path.join(args.out, "data")
     if not os.path.exists(os.path.join(data, "manifest.json")):
-        write_dataset(GeneratorConfig(product=args.product, lots=args.lots, wafers_per_lot=args.wafers_per_lot,
-                                      seed=args.seed), data, "stdf")
+        write_dataset(
+            GeneratorConfig(product=args.product, lots=args.lots, wafers_per_lot=args.wafers_per_lot, seed=args.seed),
+            data,
+            "stdf",
+        )
     scored = {}
     for arm, with_limits in (("with limits", True), ("without limits", False)):
-        config = RunConfig(output_dir=os.path.join(args.out, "with" if with_limits else "without"), data_dir=data,
-                           seed=args.seed, report=False, enable_tuning=False, export_tflite=False, export_onnx=False,
-                           min_auc=0.0, limit_features=with_limits)
+        config = RunConfig(
+            output_dir=os.path.join(args.out, "with" if with_limits else "without"),
+            data_dir=data,
+            seed=args.seed,
+            report=False,
+            enable_tuning=False,
+            export_tflite=False,
+            export_onnx=False,
+            min_auc=0.0,
+            limit_features=with_limits,
+        )
         summary = local_runner.run(config)
         lots = sorted(test_lots(config))
         files = [f for lot in lots for f in glob.glob(os.path.join(data, "wafers", lot, "*.stdf*"))]
@@ -100,20 +111,24 @@ def main(argv: list[str] | None = None) -> None:
 
     keys = ["lot_id", "wafer_id", "x", "y"]
     labels = pd.concat([pd.read_parquet(f) for f in glob.glob(os.path.join(data, "labels", "*.parquet"))])
-    frame = scored["with limits"][[*keys, "with limits"]].merge(scored["without limits"][[*keys, "without limits"]],
-                                                                 on=keys)
-    frame = frame.merge(labels[[*keys, "ft_fail", "ft_fail_prob"]].rename(columns={"ft_fail_prob": "ceiling"}),
-                        on=keys)
+    frame = scored["with limits"][[*keys, "with limits"]].merge(
+        scored["without limits"][[*keys, "without limits"]], on=keys
+    )
+    frame = frame.merge(labels[[*keys, "ft_fail", "ft_fail_prob"]].rename(columns={"ft_fail_prob": "ceiling"}), on=keys)
     columns = ["without limits", "with limits", "ceiling"]
     boot = bootstrap(frame, columns)
-    print(f"\ntest lots: {frame.lot_id.nunique()}, dies: {len(frame)}, final-test fails: {int(frame.ft_fail.sum())}; "
-          f"95% intervals: bootstrap over lots ({N_BOOT} resamples)")
+    print(
+        f"\ntest lots: {frame.lot_id.nunique()}, dies: {len(frame)}, final-test fails: {int(frame.ft_fail.sum())}; "
+        f"95% intervals: bootstrap over lots ({N_BOOT} resamples)"
+    )
     print(f"{'score':<40} {'AUC':>22} {'PR-AUC':>22} {'fails caught at 2% inked':>26}")
     result = {}
     for c in columns:
         point = metrics(frame, c)
-        cells = [f"{point[m]:.3f} [{np.percentile(boot[c][m], 2.5):.3f}, {np.percentile(boot[c][m], 97.5):.3f}]"
-                 for m in ("auc", "pr_auc", "catch@2%")]
+        cells = [
+            f"{point[m]:.3f} [{np.percentile(boot[c][m], 2.5):.3f}, {np.percentile(boot[c][m], 97.5):.3f}]"
+            for m in ("auc", "pr_auc", "catch@2%")
+        ]
         label = {"ceiling": "generator's true probability (ceiling)"}.get(c, f"pipeline {c}")
         print(f"{label:<40} {cells[0]:>22} {cells[1]:>22} {cells[2]:>26}")
         result[c] = point

@@ -75,7 +75,7 @@ class TestDef:
 
     @property
     def sides(self) -> str:
-        """"both", "lo", "hi" or "none": which limits the test has."""
+        """ "both", "lo", "hi" or "none": which limits the test has."""
         lo, hi = self.lo_limit is not None, self.hi_limit is not None
         return {(True, True): "both", (True, False): "lo", (False, True): "hi"}.get((lo, hi), "none")
 
@@ -270,8 +270,7 @@ def merge_programs(
             if lot not in revisions[key]["lots"]:
                 revisions[key]["lots"].append(lot)
             if previous_revision is not None and key != previous_revision:
-                changes.append({"lot": lot, "change": "revision", "from": dict(previous_revision),
-                                "to": dict(key)})
+                changes.append({"lot": lot, "change": "revision", "from": dict(previous_revision), "to": dict(key)})
             previous_revision = key
         if previous is not None:
             for feature in sorted(set(tests) - set(previous)):
@@ -281,8 +280,15 @@ def merge_programs(
             for feature in sorted(set(tests) & set(previous)):
                 old, new = previous[feature], tests[feature]
                 if not old.same_definition(new):
-                    changes.append({"lot": lot, "feature": feature, "change": "redefined",
-                                    "from": _definition(old), "to": _definition(new)})
+                    changes.append(
+                        {
+                            "lot": lot,
+                            "feature": feature,
+                            "change": "redefined",
+                            "from": _definition(old),
+                            "to": _definition(new),
+                        }
+                    )
         latest.update(tests)
         previous = tests
     # Collapse identical revision changes reported once per file into one per lot.
@@ -292,8 +298,7 @@ def merge_programs(
     grid = None
     if grid_extent is not None:
         x_min, x_max, y_min, y_max = grid_extent
-        grid = Grid(x_min=x_min, x_max=x_max, y_min=y_min, y_max=y_max, max_die_radius=max_die_radius,
-                    **(wcr or {}))
+        grid = Grid(x_min=x_min, x_max=x_max, y_min=y_min, y_max=y_max, max_die_radius=max_die_radius, **(wcr or {}))
     return TestProgram(
         tests=ordered,
         good_hard_bins=sorted(hard),

@@ -55,6 +55,7 @@ def run_example_gen(
     splits = {}
     for split in ("train", "validation", "test"):
         files = glob.glob(os.path.join(out, f"Split-{split}", "*"))
-        splits[split] = [tf.train.Example.FromString(r.numpy())
-                         for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+        splits[split] = [
+            tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, compression_type="GZIP")
+        ]
     return report, splits

@@ -96,8 +96,6 @@ class Stdf:
         return write_bytes(tmp_path, name, self.bytes())
 
 
-
-
 def pystdf_records(data: bytes | str) -> list[tuple[str, dict]]:
     """Every record of a file (its bytes or its path) as pystdf decodes it: (name, {field: value});
     left-out fields are None."""

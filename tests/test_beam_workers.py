@@ -67,8 +67,14 @@ def _expect(value, expected):
 
 def test_example_gen_executor_writes_every_example_under_multi_processing(small_dataset, tmp_path):
     # Do() itself raises if written != reported; count again here from the files.
-    report, splits = run_example_gen(executor.Executor, small_dataset, str(tmp_path), input_format="parquet",
-                                     input_pattern="wafers/*/*.parquet", beam_args=TWO_WORKERS)
+    report, splits = run_example_gen(
+        executor.Executor,
+        small_dataset,
+        str(tmp_path),
+        input_format="parquet",
+        input_pattern="wafers/*/*.parquet",
+        beam_args=TWO_WORKERS,
+    )
     written = sum(len(examples) for examples in splits.values())
     assert report["balanced"] and report["examples"] > 4000
     assert written == report["examples"]

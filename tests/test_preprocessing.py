@@ -28,8 +28,17 @@ PROGRAM = TestProgram(
     good_hard_bins=[1],
     good_soft_bins=[1],
     # WCR: 100 mm wafer, 10 x 5 mm dies, centre die (0, 0): radius 1 at 5 dies in x, 10 in y.
-    grid=Grid(x_min=-5, x_max=5, y_min=-10, y_max=10, diameter_mm=100.0, die_width_mm=10.0, die_height_mm=5.0,
-              center_x=0.0, center_y=0.0),
+    grid=Grid(
+        x_min=-5,
+        x_max=5,
+        y_min=-10,
+        y_max=10,
+        diameter_mm=100.0,
+        die_width_mm=10.0,
+        die_height_mm=5.0,
+        center_x=0.0,
+        center_y=0.0,
+    ),
     revisions=[],
     changes=[],
     lots=["L1"],
@@ -45,8 +54,13 @@ def _rows() -> list[dict]:
     for i, (x, y, head, site) in enumerate(XY_SLOT):
         row = {"t7": np.array([T7[i]], np.float32), "t9": np.array([T9[i]], np.float32)}
         row.update({k: np.array([float(i)], np.float32) for k in features.CONTEXT})
-        row.update(x=np.array([x], np.int64), y=np.array([y], np.int64), head=np.array([head], np.int64),
-                   site=np.array([site], np.int64), ft_fail=np.array([i % 2], np.int64))
+        row.update(
+            x=np.array([x], np.int64),
+            y=np.array([y], np.int64),
+            head=np.array([head], np.int64),
+            site=np.array([site], np.int64),
+            ft_fail=np.array([i % 2], np.int64),
+        )
         rows.append(row)
     return rows
 

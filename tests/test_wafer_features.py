@@ -11,9 +11,16 @@ def test_neighbour_counts_and_yield():
     # 3x3 block; the two dies at (-1, 1) and (1, 1) fail. Pass / fail is the file's verdict
     # (sort_pass), not a bin number: here the passing dies carry bin 7.
     dies = pd.DataFrame(
-        [{"x": x, "y": y, "hard_bin": 3 if (x, y) in {(-1, 1), (1, 1)} else 7,
-          "sort_pass": (x, y) not in {(-1, 1), (1, 1)}}
-         for y in (1, 0, -1) for x in (-1, 0, 1)]
+        [
+            {
+                "x": x,
+                "y": y,
+                "hard_bin": 3 if (x, y) in {(-1, 1), (1, 1)} else 7,
+                "sort_pass": (x, y) not in {(-1, 1), (1, 1)},
+            }
+            for y in (1, 0, -1)
+            for x in (-1, 0, 1)
+        ]
     )
     out = add_wafer_context(dies).set_index(["x", "y"])
     assert out.loc[(0, 0), "n_fail_neighbors"] == 2

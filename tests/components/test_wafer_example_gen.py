@@ -29,8 +29,9 @@ def learned(out: str) -> TestProgram:
 
 
 def run_executor(input_base: str, out: str, policy: str = "fail") -> tuple[dict, dict[str, list]]:
-    return run_example_gen(executor.Executor, input_base, out, input_format="parquet",
-                           input_pattern="wafers/*/*.parquet", policy=policy)
+    return run_example_gen(
+        executor.Executor, input_base, out, input_format="parquet", input_pattern="wafers/*/*.parquet", policy=policy
+    )
 
 
 def _value(example: tf.train.Example, key: str):
@@ -62,8 +63,19 @@ def test_every_die_is_accounted_for_and_lots_never_straddle_splits(small_dataset
     assert lots["train"] and lots["validation"] and lots["test"]
     assert not (lots["train"] & lots["validation"] or lots["train"] & lots["test"] or lots["validation"] & lots["test"])
     example = splits["train"][0]
-    for key in ("lot_id", "wafer_id", "x", "y", "head", "site", "hard_bin", "ft_fail", "n_fail_neighbors",
-                "wafer_yield", *program_features(small_dataset)):
+    for key in (
+        "lot_id",
+        "wafer_id",
+        "x",
+        "y",
+        "head",
+        "site",
+        "hard_bin",
+        "ft_fail",
+        "n_fail_neighbors",
+        "wafer_yield",
+        *program_features(small_dataset),
+    ):
         assert key in example.features.feature, key
     # Ground truth of synthetic data stays in the sidecar: no example carries it.
     assert not [k for e in splits["train"] for k in e.features.feature if k.startswith("ft_fail_prob")]
@@ -91,13 +103,18 @@ def test_the_program_is_learned_from_the_files(small_dataset, tmp_path):
     for test in manifest["test_program"]:
         got = by_feature[test["feature"]]
         assert (got.name, got.units, got.lo_limit, got.hi_limit) == (
-            test["name"], test["units"], test["lo_limit"], test["hi_limit"])
+            test["name"],
+            test["units"],
+            test["lo_limit"],
+            test["hi_limit"],
+        )
     assert program.good_hard_bins == manifest["good_hard_bins"]
     assert program.grid.diameter_mm == manifest["geometry"]["diameter_mm"]
     assert program.changes == [] and len(program.revisions) == 1
     # Leakage-like tests are right-skewed and positive: their margins are taken on a log scale.
     assert {t["feature"] for t in manifest["test_program"] if t["log_scale"]} <= {
-        t.feature for t in program.tests if t.log_scale} | set()
+        t.feature for t in program.tests if t.log_scale
+    } | set()
     assert report["test_program"]["tests"] == len(program.tests)
 
 
@@ -188,8 +205,12 @@ def test_retests_in_several_files_are_ordered_by_test_time_not_path(small_datase
     assert report["superseded_retests"] == 5 and report["balanced"]
     retested = pd.read_parquet(retest)
     wafer_id = retested.wafer_id.iloc[0].encode()
-    values = {(_value(e, "x"), _value(e, "y")): _value(e, feature) for v in splits.values() for e in v
-              if _value(e, "wafer_id") == wafer_id}
+    values = {
+        (_value(e, "x"), _value(e, "y")): _value(e, feature)
+        for v in splits.values()
+        for e in v
+        if _value(e, "wafer_id") == wafer_id
+    }
     for x, y, passed in zip(retested.x, retested.y, retested.sort_pass, strict=True):
         if passed:
             assert values[(x, y)] == -1.0  # the later test wins though its file sorts first
@@ -211,9 +232,13 @@ def test_missing_labels_and_missing_tests_are_counted_not_zeroed(small_dataset, 
 
     report, splits = run_executor(str(data), str(tmp_path / "out"))
     assert report["rejected_no_label"] == 10 and report["balanced"]
-    (die,) = [e for v in splits.values() for e in v
-              if _value(e, "wafer_id") == target.wafer_id.encode()
-              and (_value(e, "x"), _value(e, "y")) == (target.x, target.y)]
+    (die,) = [
+        e
+        for v in splits.values()
+        for e in v
+        if _value(e, "wafer_id") == target.wafer_id.encode()
+        and (_value(e, "x"), _value(e, "y")) == (target.x, target.y)
+    ]
     assert features[3] not in die.features.feature
     assert features[4] in die.features.feature
 
@@ -267,8 +292,14 @@ def test_stdf_files_compressed_retested_and_bad_ones_quarantined(small_stdf_data
     final_test = Stdf().mir(lot="FT1").pir().ptr(1, 0.5).prr(-32768, -32768).bytes()
     (data / "wafers" / "CRASHED" / "FT1.stdf").write_bytes(final_test)
 
-    report, splits = run_example_gen(executor.Executor, str(data), str(tmp_path / "out"), input_format="stdf",
-                                     input_pattern="wafers/*/*.stdf*", policy="quarantine")
+    report, splits = run_example_gen(
+        executor.Executor,
+        str(data),
+        str(tmp_path / "out"),
+        input_format="stdf",
+        input_pattern="wafers/*/*.stdf*",
+        policy="quarantine",
+    )
     assert report["files_read"] == len(manifest["wafers"]) and report["files_quarantined"] == 2
     errors = {os.path.basename(q["file"]): q["error"] for q in report["quarantined"]}
     assert "truncated file" in errors["W99.stdf"] and "byte offset" in errors["W99.stdf"]
@@ -288,8 +319,14 @@ def test_bad_stdf_file_fails_the_run_naming_file_and_offset(small_stdf_dataset, 
     (data / "wafers" / "BAD").mkdir()
     (data / "wafers" / "BAD" / "notes.stdf").write_bytes(b"lot notes, not a tester file")
     with pytest.raises(Exception, match=r"notes\.stdf at byte offset 0: not an STDF file"):
-        run_example_gen(executor.Executor, str(data), str(tmp_path / "out"), input_format="stdf",
-                        input_pattern="wafers/*/*.stdf*", policy="fail")
+        run_example_gen(
+            executor.Executor,
+            str(data),
+            str(tmp_path / "out"),
+            input_format="stdf",
+            input_pattern="wafers/*/*.stdf*",
+            policy="fail",
+        )
 
 
 def test_lots_are_dealt_in_proportion_by_time_or_at_random():
@@ -308,8 +345,14 @@ def test_lots_are_dealt_in_proportion_by_time_or_at_random():
 
 
 def test_time_split_puts_the_newest_lots_in_test(small_dataset, tmp_path):
-    report, splits = run_example_gen(executor.Executor, small_dataset, str(tmp_path / "out"), input_format="parquet",
-                                     input_pattern="wafers/*/*.parquet", split_by="time")
+    report, splits = run_example_gen(
+        executor.Executor,
+        small_dataset,
+        str(tmp_path / "out"),
+        input_format="parquet",
+        input_pattern="wafers/*/*.parquet",
+        split_by="time",
+    )
     manifest = json.load(open(os.path.join(small_dataset, "manifest.json")))
     lots = {k: {_value(e, "lot_id").decode() for e in v} for k, v in splits.items()}
     assert all(lots.values()) and report["balanced"]
