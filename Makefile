@@ -47,12 +47,16 @@ clean:
 benchmark-stdf: venv
 	$(PY) benchmarks/stdf_ingest.py $(ARGS)
 
-.PHONY: kfp benchmark-pipeline
+.PHONY: kfp kfp-patterns benchmark-pipeline
 KFP_OUT ?= output/kfp/waferflow.yaml
 # Kubeflow Pipelines 2.x package (KFP IR YAML) from the same create_pipeline (docs/kubeflow.md).
 # e.g. make kfp ARGS="--image REGISTRY/waferflow:TAG --pipeline-root gs://B/root --data-root gs://B/data"
 kfp: venv
 	$(VENV)/bin/waferflow kfp --output $(KFP_OUT) $(ARGS)
+
+# The wafer-map pattern pipeline's package; --base-model is a Model artifact URI there (docs/patterns.md).
+kfp-patterns: venv
+	$(VENV)/bin/waferflow kfp --patterns --output output/kfp/waferflow-patterns.yaml $(ARGS)
 
 # The pipeline against the plain way (benchmarks/plain_way.py) at 31k and 312k dies: wall time, peak
 # memory, test AUC and calibration, per-component seconds, a cached re-run (README, docs/beam.md).

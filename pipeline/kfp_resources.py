@@ -91,6 +91,10 @@ TASK_RESOURCES: dict[str, TaskResources] = {
     "TFLiteExporter": _sized("2", "4Gi", "8Gi"),
     "OnnxExporter": _sized("2", "4Gi", "8Gi"),
     "WaferReport": _sized("2", "4Gi", "8Gi"),
+    # The pattern pipeline (kubeflow_runner --patterns); its other tasks share the names above.
+    "WaferMapExampleGen": _BEAM,
+    "PatternExporter": _sized("2", "4Gi", "8Gi"),
+    "PatternReport": _sized("2", "4Gi", "8Gi"),
 }
 DEFAULT_RESOURCES = _BEAM
 

@@ -12,6 +12,15 @@ The same `create_pipeline(...)` as the local runner, with three differences the 
 - no MLMD connection (KFP records metadata itself) and TFX's own LatestBlessedModelStrategy for the
   Evaluator baseline, the only blessed-model resolver the Kubeflow V2 compiler supports.
 Every component runs in `--image` (built from the repository's Dockerfile).
+
+`--patterns` compiles the wafer-map pattern pipeline instead (pipeline/pattern_pipeline.py) with the
+flags of `waferflow run-patterns`, the same three differences, and one more: `--base-model` is used as
+it is, as the URI of a Model artifact of the other product's pattern pipeline (the folder holding
+`Format-Serving/`, e.g. `gs://B/root/waferflow-patterns-wf7n/Trainer/model/<id>`); the local runner's
+staging of a serving directory or a .keras file needs the local disk.
+
+    python -m pipeline.kubeflow_runner --patterns --output output/kfp/waferflow-patterns.yaml \
+        --base-model gs://bucket/root/.../Trainer/model/12 [--transfer fine_tune --epochs 60 ...]
 """
 
 from __future__ import annotations
@@ -25,8 +34,11 @@ from tfx import v1 as tfx
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from pipeline import beam_args, kfp_resources
+from pipeline import config as run_config
 from pipeline.beam_args import DEFAULT_IMAGE
-from pipeline.config import RunConfig, parse_args
+from pipeline.config import PatternRunConfig, RunConfig, parse_args
+from pipeline.console import ArgumentParser
+from pipeline.pattern_pipeline import create_pattern_pipeline
 from pipeline.pipeline import create_pipeline
 
 DATA_ROOT_PARAMETER = "data_root"
@@ -35,11 +47,11 @@ DEFAULT_DATA_ROOT = "gs://waferflow/data"
 
 
 def build(
-    config: RunConfig, pipeline_root: str, data_root: str, serving_model_dir: str | None = None
+    config: RunConfig | PatternRunConfig, pipeline_root: str, data_root: str, serving_model_dir: str | None = None
 ) -> tfx.dsl.Pipeline:
-    """The pipeline as KFP runs it: data_root a runtime parameter, no MLMD connection of its own."""
-    return create_pipeline(
-        config,
+    """The pipeline as KFP runs it: data_root a runtime parameter, no MLMD connection of its own.
+    A PatternRunConfig builds the pattern pipeline, whose base model (if any) is imported from its URI."""
+    common = dict(
         pipeline_root=pipeline_root,
         data_root=tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=data_root),
         serving_model_dir=serving_model_dir or f"{pipeline_root.rstrip('/')}/serving_model/{config.pipeline_name}",
@@ -47,10 +59,13 @@ def build(
         beam_pipeline_args=config.beam_pipeline_args(),
         baseline_strategy="latest_blessed",
     )
+    if isinstance(config, PatternRunConfig):
+        return create_pattern_pipeline(config, base_model_uri=config.base_model, **common)
+    return create_pipeline(config, **common)
 
 
 def compile_pipeline(
-    config: RunConfig,
+    config: RunConfig | PatternRunConfig,
     output: str,
     image: str = DEFAULT_IMAGE,
     pipeline_root: str = DEFAULT_PIPELINE_ROOT,
@@ -116,8 +131,14 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
     parser.add_argument(
         "--output",
-        default=os.path.join("output", "kfp", "waferflow.yaml"),
-        help="compiled package; .yaml/.yml for YAML (what KFP 2.x uploads), else JSON",
+        default=None,
+        help="compiled package; .yaml/.yml for YAML (what KFP 2.x uploads), else JSON "
+        "(default output/kfp/waferflow.yaml, with --patterns output/kfp/waferflow-patterns.yaml)",
+    )
+    parser.add_argument(
+        "--patterns",
+        action="store_true",
+        help="compile the wafer-map pattern pipeline (the flags of `waferflow run-patterns`) instead",
     )
     parser.add_argument("--image", default=DEFAULT_IMAGE, help="container image every component runs in")
     parser.add_argument(
@@ -146,9 +167,19 @@ def main(argv: list[str] | None = None) -> str:
             parser.error(str(error))
     if "-h" in rest or "--help" in rest:
         parser.print_help()
-        print("\nTraining, evaluation and Beam flags are those of pipeline.local_runner:")
+        print(
+            "\nTraining, evaluation and Beam flags are those of "
+            + ("`waferflow run-patterns`:" if own.patterns else "pipeline.local_runner:")
+        )
     # The local runner's flags for everything else; its output and data paths do not apply here.
-    config = parse_args(rest, description="pipeline.kubeflow_runner (pipeline flags)")
+    if own.patterns:
+        pattern_parser = ArgumentParser(description="pipeline.kubeflow_runner --patterns (pipeline flags)")
+        run_config.add_arguments(pattern_parser, PatternRunConfig)
+        config = run_config.config_from_args(pattern_parser.parse_args(rest), PatternRunConfig)
+    else:
+        config = parse_args(rest, description="pipeline.kubeflow_runner (pipeline flags)")
+    if own.output is None:
+        own.output = os.path.join("output", "kfp", "waferflow-patterns.yaml" if own.patterns else "waferflow.yaml")
     path = compile_pipeline(
         config, own.output, own.image, own.pipeline_root, own.data_root, own.serving_model_dir, own.task_resources
     )

@@ -36,6 +36,7 @@ from models.pattern_trainer import (
 )
 from pipeline.beam_args import with_worker_setup
 from pipeline.config import PatternRunConfig
+from pipeline.pipeline import BASELINE_STRATEGIES
 
 PREPROCESSING_FN = "models.pattern_preprocessing.preprocessing_fn"
 TUNER_FN = "models.pattern_trainer.tuner_fn"
@@ -94,11 +95,15 @@ def create_pattern_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None,
     beam_pipeline_args: list[str],
     base_model_uri: str = "",
+    baseline_strategy: str = "latest_blessed_other",
 ) -> tfx.dsl.Pipeline:
     """The pattern pipeline. `base_model_uri` is a Model artifact's URI (a folder holding
     Format-Serving/, see pipeline/pattern_runner.stage_base_model): the Trainer transfers from it by
-    `config.transfer`; without it the CNN trains from scratch."""
+    `config.transfer`; without it the CNN trains from scratch. `baseline_strategy` as in
+    pipeline/pipeline.py: Kubeflow's V2 compiler takes only TFX's `latest_blessed`."""
     c = config
+    if baseline_strategy not in BASELINE_STRATEGIES:
+        raise ValueError(f"baseline_strategy must be one of {BASELINE_STRATEGIES}, not {baseline_strategy!r}")
     example_gen = WaferMapExampleGen(
         input_base=data_root,
         input_format=c.input_format,
@@ -172,12 +177,18 @@ def create_pattern_pipeline(
             SEED_KEY: c.seed,
         },
     )
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=LatestBlessedOtherModelStrategy,
-        candidate=trainer.outputs["model"],
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    baseline_inputs = {
+        "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    }
+    if baseline_strategy == "latest_blessed_other":
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=LatestBlessedOtherModelStrategy, candidate=trainer.outputs["model"], **baseline_inputs
+        ).with_id("latest_blessed_model_resolver")
+    else:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **baseline_inputs
+        ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=examples,
         example_splits=["test"],

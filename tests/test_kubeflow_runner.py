@@ -306,3 +306,58 @@ def test_the_example_gen_task_fingerprints_its_input_before_the_cache_check(spec
     hook = container["lifecycle"]["preCacheCheck"]
     assert hook["command"] == ["python", "-m", "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver"]
     assert "--json_serialized_invocation_args" in hook["args"]
+
+
+# The pattern pipeline's package (`waferflow kfp --patterns`): the same compiler, its own tasks.
+BASE_MODEL_URI = "gs://fab-ml/waferflow/root/waferflow-patterns-wf7n/Trainer/model/12"
+PATTERN_DEPENDENCIES = {
+    "WaferMapExampleGen": set(),
+    "StatisticsGen": {"WaferMapExampleGen"},
+    "SchemaGen": {"StatisticsGen"},
+    "ExampleValidator": {"StatisticsGen", "SchemaGen"},
+    "Transform": {"WaferMapExampleGen", "SchemaGen"},
+    "base_model_importer": set(),
+    "Trainer": {"Transform", "SchemaGen", "base_model_importer"},
+    BLESSING_RESOLVER: set(),
+    MODEL_RESOLVER: set(),
+    "Evaluator": {"WaferMapExampleGen", "Trainer", MODEL_RESOLVER},
+    "Pusher": {"Trainer", "Evaluator"},
+    "PatternExporter": {"WaferMapExampleGen", "Trainer", "Evaluator"},
+    "PatternReport": {"WaferMapExampleGen", "Trainer", "Evaluator"},
+}
+
+
+@pytest.fixture(scope="module")
+def pattern_package(tmp_path_factory) -> str:
+    output = str(tmp_path_factory.mktemp("kfp_patterns") / "waferflow-patterns.yaml")
+    flags = ["--patterns", "--output", output, "--image", IMAGE, "--pipeline-root", PIPELINE_ROOT]
+    flags += ["--data-root", DATA_ROOT, "--base-model", BASE_MODEL_URI, "--transfer", "gradual_unfreeze"]
+    return kubeflow_runner.main([*flags, "--epochs", "61"])
+
+
+def test_the_pattern_pipeline_compiles_with_its_tasks_and_the_base_model_imported(pattern_package):
+    spec = components.load_component_from_file(pattern_package).pipeline_spec
+    tasks = spec.root.dag.tasks
+    assert set(tasks) == set(PATTERN_DEPENDENCIES)
+    for name, expected in PATTERN_DEPENDENCIES.items():
+        assert set(tasks[name].dependent_tasks) == expected, name
+    executors = _executors(spec)
+    # The other product's model enters as an importer of its URI, as given: lineage in KFP's MLMD.
+    importer = executors["base_model_importer_executor"]["importer"]
+    assert importer["artifactUri"]["constant"] == BASE_MODEL_URI
+    assert "title: tfx.Model" in importer["typeSchema"]["instanceSchema"]
+    trainer = tasks["Trainer"].inputs.parameters
+    custom_config = json.loads(trainer["custom_config"].runtime_value.constant.string_value)
+    assert (custom_config["transfer"], custom_config["epochs"]) == ("gradual_unfreeze", 61)
+    for name, task in tasks.items():
+        executor = executors[spec.components[task.component_ref.name].executor_label]
+        if "container" not in executor:
+            continue
+        assert executor["container"]["image"] == IMAGE, name
+        assert executor["container"]["resources"]["resourceMemoryLimit"] == (
+            kfp_resources.TASK_RESOURCES[name].memory_limit
+        ), name
+    with open(pattern_package) as f:
+        raw = yaml.safe_load(f)
+    assert raw["defaultPipelineRoot"] == PIPELINE_ROOT
+    assert raw["root"]["inputDefinitions"]["parameters"]["data_root"]["defaultValue"] == DATA_ROOT
