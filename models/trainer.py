@@ -220,10 +220,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     )
     steps = training.steps_per_epoch(counts.examples, batch_size)
     train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
-    # The validation split, each die exactly once per evaluation (a finite, unshuffled pass).
-    evaluation = training.input_fn(
-        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
-    )
+    # The validation split, each die exactly once per evaluation, held in memory after the first.
+    evaluation = training.validation_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
 
     policy = training.mixed_precision_policy() if config.get(MIXED_PRECISION_KEY, True) else "float32"
     keras.mixed_precision.set_global_policy(policy)

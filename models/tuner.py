@@ -43,10 +43,8 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         overwrite=True,
     )
     train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
-    # The validation split, each die exactly once per evaluation (a finite, unshuffled pass).
-    evaluation = training.input_fn(
-        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
-    )
+    # The validation split, each die exactly once per evaluation, held in memory after the first.
+    evaluation = training.validation_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
     return tfx.components.TunerFnResult(
         tuner=tuner,
         fit_kwargs={

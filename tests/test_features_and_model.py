@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import keras_tuner
 import numpy as np
 import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+from tfx.components.trainer.fn_args_utils import DataAccessor
+from tfx_bsl.public import tfxio
 
 from models import features, model, training
 
@@ -114,3 +121,45 @@ def test_the_output_bias_starts_the_network_at_the_base_rate():
     counts = training.SplitCounts(examples=1000, positives=30)
     m = model.build_model(model.get_hyperparameters(), SPEC, output_bias=counts.base_logit)
     assert float(m.get_layer("logit").bias.numpy()[0]) == pytest.approx(np.log(0.03 / 0.97))
+
+
+def _transformed_split(directory, n: int) -> tuple[str, tft.TFTransformOutput]:
+    """`n` transformed examples (one float feature and the label) in a gzipped TFRecord file, and
+    a transform output directory holding their schema, as the Transform component writes both."""
+    spec = {"t1_xf": tf.io.FixedLenFeature([], tf.float32), features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+    metadata_io.write_metadata(
+        metadata, os.path.join(directory, "transform", tft.TFTransformOutput.TRANSFORMED_METADATA_DIR)
+    )
+    path = os.path.join(directory, "examples.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for i in range(n):
+            example = tf.train.Example()
+            example.features.feature["t1_xf"].float_list.value.append(float(i))
+            example.features.feature[features.LABEL_KEY].int64_list.value.append(i % 3 == 0)
+            writer.write(example.SerializeToString())
+    return path, tft.TFTransformOutput(os.path.join(directory, "transform"))
+
+
+def test_validation_is_read_from_the_files_once_then_from_memory(tmp_path):
+    """Every epoch's evaluation sees each validation die exactly once, in the same order, and
+    only the first pass reads the files: deleting them after it leaves later passes intact
+    (while an uncached pass over the same files fails)."""
+
+    def factory(file_pattern, options, schema):
+        return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema).TensorFlowDataset(options)
+
+    accessor = DataAccessor(tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None)
+    path, transform_output = _transformed_split(str(tmp_path), 100)
+
+    def one_pass(dataset) -> list[float]:
+        return [float(v) for batch, _ in dataset for v in batch["t1_xf"].numpy().reshape(-1)]
+
+    validation = training.validation_dataset([path], accessor, transform_output, batch_size=32)
+    first = one_pass(validation)
+    assert first == [float(i) for i in range(100)]
+    assert training.count_split(validation) == training.SplitCounts(examples=100, positives=34)
+    os.remove(path)
+    assert one_pass(validation) == first
+    with pytest.raises(tf.errors.OpError):
+        one_pass(training.input_fn([path], accessor, transform_output, 32, num_epochs=1, shuffle=False))
