@@ -16,7 +16,6 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import config_pb2
 from tfx import v1 as tfx
 
-from components.baseline_model_strategy import LatestBlessedOtherModelStrategy
 from components.pattern_exporter.component import PatternExporter
 from components.pattern_report.component import PatternReport
 from components.wafer_map_example_gen.component import WaferMapExampleGen
@@ -36,7 +35,7 @@ from models.pattern_trainer import (
 )
 from pipeline.beam_args import with_worker_setup
 from pipeline.config import PatternRunConfig
-from pipeline.pipeline import BASELINE_STRATEGIES
+from pipeline.pipeline import BASELINE_STRATEGIES, baseline_model_resolver
 
 PREPROCESSING_FN = "models.pattern_preprocessing.preprocessing_fn"
 TUNER_FN = "models.pattern_trainer.tuner_fn"
@@ -177,18 +176,7 @@ def create_pattern_pipeline(
             SEED_KEY: c.seed,
         },
     )
-    baseline_inputs = {
-        "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    }
-    if baseline_strategy == "latest_blessed_other":
-        model_resolver = tfx.dsl.Resolver(
-            strategy_class=LatestBlessedOtherModelStrategy, candidate=trainer.outputs["model"], **baseline_inputs
-        ).with_id("latest_blessed_model_resolver")
-    else:
-        model_resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **baseline_inputs
-        ).with_id("latest_blessed_model_resolver")
+    model_resolver = baseline_model_resolver(baseline_strategy, trainer.outputs["model"])
     evaluator = tfx.components.Evaluator(
         examples=examples,
         example_splits=["test"],

@@ -33,6 +33,23 @@ RUN_FN = "models.trainer.run_fn"
 BASELINE_STRATEGIES = ("latest_blessed_other", "latest_blessed")
 
 
+def baseline_model_resolver(baseline_strategy: str, candidate: tfx.dsl.Channel) -> tfx.dsl.Resolver:
+    """The Evaluator's baseline: the latest blessed model, by one of BASELINE_STRATEGIES
+    (`candidate`, the Trainer's model, is what "other" excludes). Node id
+    "latest_blessed_model_resolver" in both pipelines."""
+    baseline_inputs = {
+        "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    }
+    if baseline_strategy == "latest_blessed_other":
+        resolver = tfx.dsl.Resolver(
+            strategy_class=LatestBlessedOtherModelStrategy, candidate=candidate, **baseline_inputs
+        )
+    else:
+        resolver = tfx.dsl.Resolver(strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **baseline_inputs)
+    return resolver.with_id("latest_blessed_model_resolver")
+
+
 def eval_config(
     min_auc: float,
     max_auc_drop: float,
@@ -231,18 +248,7 @@ def create_pipeline(
             "overkill_cost": float(c.overkill_cost),
         },
     )
-    baseline_inputs = {
-        "model": tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        "model_blessing": tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    }
-    if baseline_strategy == "latest_blessed_other":
-        model_resolver = tfx.dsl.Resolver(
-            strategy_class=LatestBlessedOtherModelStrategy, candidate=trainer.outputs["model"], **baseline_inputs
-        ).with_id("latest_blessed_model_resolver")
-    else:
-        model_resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **baseline_inputs
-        ).with_id("latest_blessed_model_resolver")
+    model_resolver = baseline_model_resolver(baseline_strategy, trainer.outputs["model"])
     # TFX's Evaluator whose AUC change threshold is min(max_auc_drop, what the test split's noise
     # explains): components/noise_aware_evaluator. Node id "Evaluator" as before.
     evaluator = NoiseAwareEvaluator(
