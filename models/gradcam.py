@@ -23,16 +23,22 @@ def gradcam(model: keras.Model, wafer_map: np.ndarray, class_index: int | None =
     `class_index`: the class to explain; by default the predicted one (the highest logit, which is
     also the highest probability). An all-zero map means no evidence for the class anywhere."""
     last = pattern_model.backbone_blocks(model)[-1]
-    x = tf.convert_to_tensor(np.asarray(wafer_map, np.float32)[None])
+    # The top level of a pattern model is a chain (radius, stem, blocks, head): run it layer by layer
+    # to keep the last block's output (a nested block's own `.output` is not on this path). Only the
+    # layers after that block go on the tape: the gradient wanted is the class logit's with respect
+    # to the block's output, and nothing before it is needed. (Recording the backbone too made the
+    # tape differentiate its convolutions for nothing, and oneDNN's filter gradient of the 1x1
+    # stride-2 shortcut for one 32x32x8 map crashes the process on CPUs with AMX: TensorFlow 2.21.)
+    layers = model.layers[1:]
+    cut = [layer.name for layer in layers].index(last) + 1
+    features = tf.convert_to_tensor(np.asarray(wafer_map, np.float32)[None])
+    for layer in layers[:cut]:
+        features = layer(features, training=False)
     with tf.GradientTape() as tape:
-        tape.watch(x)  # records the path through the network even where its weights are frozen
-        # The top level of a pattern model is a chain (radius, stem, blocks, head): run it layer by
-        # layer to keep the last block's output (a nested block's own `.output` is not on this path).
-        out = x
-        for layer in model.layers[1:]:
+        tape.watch(features)  # a tensor, not a variable: recorded even where the weights are frozen
+        out = features
+        for layer in layers[cut:]:
             out = layer(out, training=False)
-            if layer.name == last:
-                features = out
         logits = tf.cast(out, tf.float32)
         if class_index is None:
             class_index = int(tf.argmax(logits[0]))
