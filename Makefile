@@ -64,7 +64,7 @@ benchmark-pipeline: venv
 	$(PY) benchmarks/pipeline_scaling.py $(ARGS)
 
 .PHONY: benchmark-pipeline-1m
-# The 1M-die point (320 lots, ~1.5 GB of STDF, about an hour on 2 cores), in its own output folder.
+# The 1M-die point (320 lots, ~1.5 GB of STDF, about 25 minutes on 2 cores), in its own output folder.
 benchmark-pipeline-1m: venv
 	$(PY) benchmarks/pipeline_scaling.py --lots 320 --no-cached-rerun --out output/bench_1m $(ARGS)
 
