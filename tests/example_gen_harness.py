@@ -14,8 +14,11 @@ from tfx.utils import proto_utils
 
 from components.wafer_example_gen import executor as wafer_executor
 from components.wafer_example_gen.component import lot_split_output_config
+from pipeline import beam_args as project_beam_args
 
-IN_MEMORY = ("--direct_running_mode=in_memory",)
+# In-process DirectRunner, with the worker image named as the pipeline names it: TFX otherwise builds
+# and leaves a 52 MB copy of itself in /tmp for every executor given Beam arguments (docs/beam.md).
+IN_MEMORY = tuple(project_beam_args.with_worker_setup(["--direct_running_mode=in_memory"]))
 
 
 def run_example_gen(

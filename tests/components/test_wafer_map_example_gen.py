@@ -29,7 +29,7 @@ from data.readers import read_stdf
 from data.synthetic import GeneratorConfig
 from data.wafer_maps import MapGeometry, fixed_map
 from data.writers import write_dataset
-from tests.example_gen_harness import run_example_gen
+from tests.example_gen_harness import IN_MEMORY, run_example_gen
 
 # 6 lots so that each of the three lot-disjoint splits gets some; mixed and single patterns.
 MAPS = GeneratorConfig(lots=6, wafers_per_lot=4, seed=21, patterns=True, maps_only=True, defect_wafer_share=0.6)
@@ -172,7 +172,7 @@ def test_runs_in_a_tfx_pipeline_with_tfx_driver_and_cache(maps_dataset, tmp_path
             components=[WaferMapExampleGen(input_base=maps_dataset)],
             enable_cache=True,
             metadata_connection_config=metadata.sqlite_metadata_connection_config(db),
-            beam_pipeline_args=["--direct_running_mode=in_memory"],
+            beam_pipeline_args=list(IN_MEMORY),
         )
         LocalDagRunner().run(pipeline)
 
