@@ -14,7 +14,9 @@ then runs:
   both are scored on the same test lots.
 Memory is the peak resident set of the whole process tree (the runner plus its Beam worker
 processes), sampled every 0.2 s with psutil. Per-component seconds come from MLMD's execution
-timestamps. The last size is re-run unchanged: every component should be a cache hit.
+timestamps; each component's peak memory is the highest sample inside its window, split into the
+runner process and its children (the Beam SDK workers). The last size is re-run unchanged: every
+component should be a cache hit.
 
 Test AUC: the pipeline's is the pushed model's on the test split (run summary); the plain way's is
 its own model's on the same dies. Calibration is mean prediction / mean label on those dies.
@@ -41,15 +43,19 @@ from pipeline.summary import latest_artifact
 PLAIN_WAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plain_way.py")
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of a process and all its descendants (0 for any that exit meanwhile)."""
-    total = 0
+def tree_rss(process: psutil.Process) -> tuple[int, int]:
+    """Resident bytes of a process and of all its descendants (0 for any that exit meanwhile)."""
+    own = children = 0
     for p in [process, *process.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            rss = p.memory_info().rss
         except psutil.Error:
-            pass
-    return total
+            continue
+        if p.pid == process.pid:
+            own = rss
+        else:
+            children += rss
+    return own, children
 
 
 def run_pipeline(output_dir: str, data_dir: str, extra: list[str]) -> dict:
@@ -64,27 +70,28 @@ def run_pipeline(output_dir: str, data_dir: str, extra: list[str]) -> dict:
         data_dir,
         *extra,
     ]
-    wall, peak = run_measured(command, os.path.join(output_dir, "benchmark.log"))
+    wall, peak, samples = run_measured(command, os.path.join(output_dir, "benchmark.log"))
     with open(os.path.join(output_dir, "run_summary.json")) as f:
         summary = json.load(f)
-    return {"wall_s": wall, "peak_tree_mib": peak / 2**20, "summary": summary}
+    return {"wall_s": wall, "peak_tree_mib": peak / 2**20, "summary": summary, "samples": samples}
 
 
-def run_measured(command: list[str], log_path: str) -> tuple[float, int]:
-    """Run a command as a child process: wall seconds and the peak resident bytes of its process tree."""
+def run_measured(command: list[str], log_path: str) -> tuple[float, int, list[tuple[float, int, int]]]:
+    """Run a command as a child process: wall seconds, the peak resident bytes of its process tree,
+    and the samples (unix time, the process's own bytes, its descendants' bytes), every 0.2 s."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    peak = 0
+    samples = []
     with open(log_path, "ab") as log:
         start = time.perf_counter()
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         process = psutil.Process(child.pid)
         while child.poll() is None:
-            peak = max(peak, tree_rss(process))
+            samples.append((time.time(), *tree_rss(process)))
             time.sleep(0.2)
         wall = time.perf_counter() - start
     if child.returncode:
         raise RuntimeError(f"{' '.join(command[:3])} failed ({child.returncode}); see {log_path}")
-    return wall, peak
+    return wall, max((own + children for _, own, children in samples), default=0), samples
 
 
 def split_lots(output_dir: str, pipeline_name: str = "waferflow") -> dict[str, list[str]]:
@@ -110,23 +117,43 @@ def run_plain_way(data_dir: str, lots: dict[str, list[str]], out_dir: str) -> di
     with open(splits_path, "w") as f:
         json.dump(lots, f)
     command = [sys.executable, PLAIN_WAY, "--data-dir", data_dir, "--splits", splits_path, "--out", result_path]
-    wall, peak = run_measured(command, os.path.join(out_dir, "plain_way.log"))
+    wall, peak, _ = run_measured(command, os.path.join(out_dir, "plain_way.log"))
     with open(result_path) as f:
         result = json.load(f)
     return {**result, "wall_s": wall, "peak_tree_mib": peak / 2**20}
 
 
-def component_seconds(output_dir: str, pipeline_name: str = "waferflow") -> dict[str, float]:
-    """Seconds each component's execution took in the latest run, from MLMD's execution timestamps."""
+def component_windows(output_dir: str, pipeline_name: str = "waferflow") -> dict[str, tuple[float, float]]:
+    """(start, end) in unix seconds of each component's execution in the latest run, from MLMD."""
     store = read_only_store(os.path.join(output_dir, "metadata", f"{pipeline_name}.sqlite"))
     run = max(store.get_contexts_by_type("pipeline_run"), key=lambda c: (c.create_time_since_epoch, c.id))
-    seconds = {}
+    windows = {}
     executions = sorted(store.get_executions_by_context(run.id), key=lambda e: (e.create_time_since_epoch, e.id))
     for execution in executions:
         node = next(c.name for c in store.get_contexts_by_execution(execution.id) if c.type == "node")
-        elapsed = execution.last_update_time_since_epoch - execution.create_time_since_epoch
-        seconds[node.split(".")[-1]] = elapsed / 1000
-    return seconds
+        windows[node.split(".")[-1]] = (
+            execution.create_time_since_epoch / 1000,
+            execution.last_update_time_since_epoch / 1000,
+        )
+    return windows
+
+
+def component_memory(
+    windows: dict[str, tuple[float, float]], samples: list[tuple[float, int, int]]
+) -> dict[str, dict[str, float]]:
+    """Per component, the peak MiB while it ran: the whole tree, the runner process alone, and its
+    child processes (the Beam SDK workers of the DirectRunner's multi_processing mode). A component
+    shorter than the 0.2 s sampling interval may have no sample: left out."""
+    peaks = {}
+    for name, (start, end) in windows.items():
+        inside = [(own, children) for t, own, children in samples if start <= t <= end]
+        if inside:
+            peaks[name] = {
+                "tree": max(own + children for own, children in inside) / 2**20,
+                "runner": max(own for own, _ in inside) / 2**20,
+                "workers": max(children for _, children in inside) / 2**20,
+            }
+    return peaks
 
 
 def format_table(rows: list[dict]) -> str:
@@ -159,16 +186,27 @@ def _figure(value: float | None) -> str:
 
 
 def format_components(rows: list[dict]) -> str:
-    """Seconds per component (MLMD execution start to end), one column per run; plain way's steps below."""
+    """Seconds and peak MiB per component (MLMD execution start to end), one column group per run;
+    the plain way's steps below. MiB: whole tree / runner process / Beam worker processes."""
     names = list(dict.fromkeys(name for row in rows for name in row["component_s"]))
-    header = f"{'component s':<30}" + "".join(f"{r['name']:>18}" for r in rows)
+    header = f"{'component':<30}" + "".join(f"{r['name'] + ' s':>12}{'MiB tree/runner/workers':>26}" for r in rows)
     lines = [header, "-" * len(header)]
     for name in names:
-        cells = (f"{r['component_s'][name]:.1f}" if name in r["component_s"] else "-" for r in rows)
-        lines.append(f"{name:<30}" + "".join(f"{c:>18}" for c in cells))
+        cells = []
+        for r in rows:
+            seconds = r["component_s"].get(name)
+            memory = r.get("component_mib", {}).get(name)
+            cells.append(f"{seconds:>12.1f}" if seconds is not None else f"{'-':>12}")
+            mib = f"{memory['tree']:.0f} / {memory['runner']:.0f} / {memory['workers']:.0f}" if memory else "-"
+            cells.append(f"{mib:>26}")
+        lines.append(f"{name:<30}" + "".join(cells))
+    phases = list(dict.fromkeys(name for row in rows for name in row.get("trainer_phase_s", {})))
+    for phase in phases:
+        cells = (f"{r.get('trainer_phase_s', {}).get(phase, float('nan')):>12.1f}{'':>26}" for r in rows)
+        lines.append(f"{'  Trainer ' + phase:<30}" + "".join(cells))
     for step in ("read_s", "fit_s", "score_s"):
-        cells = (f"{r['plain'][step]:.1f}" if r.get("plain") else "-" for r in rows)
-        lines.append(f"{'plain way ' + step[:-2]:<30}" + "".join(f"{c:>18}" for c in cells))
+        cells = (f"{r['plain'][step]:>12.1f}{'':>26}" if r.get("plain") else f"{'-':>12}{'':>26}" for r in rows)
+        lines.append(f"{'plain way ' + step[:-2]:<30}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -217,8 +255,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "components": result["summary"]["components"],
                 # Other work on the machine skews every figure: the 1-minute load average at the end.
                 "load_avg_1m": os.getloadavg()[0],
-                "component_s": component_seconds(output_dir),
             }
+            windows = component_windows(output_dir)
+            row["component_s"] = {name: end - start for name, (start, end) in windows.items()}
+            row["component_mib"] = component_memory(windows, result["samples"])
+            # The Trainer's own phases (count, build, fit, calibrate, export), from its budget record.
+            row["trainer_phase_s"] = (result["summary"].get("training") or {}).get("seconds") or {}
             if not cached:
                 plain_dir = os.path.join(args.out, f"plain_{lots}lots")
                 row["plain"] = run_plain_way(data_dir, split_lots(output_dir), plain_dir)

@@ -213,11 +213,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     run_dir = fn_args.model_run_dir if chief else scratch
     batch_size = int(config.get(BATCH_SIZE_KEY, 256)) * strategy.num_replicas_in_sync
 
-    counts = training.count_split(
-        training.input_fn(
-            fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
+    clock = training.Stopwatch()
+    with clock.phase("count_train_split"):
+        counts = training.count_split(
+            training.input_fn(
+                fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
+            )
         )
-    )
     steps = training.steps_per_epoch(counts.examples, batch_size)
     train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
     # The validation split, each die exactly once per evaluation, held in memory after the first.
@@ -227,7 +229,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     keras.mixed_precision.set_global_policy(policy)
     hp, spec = _hyperparameters(fn_args), training.model_inputs_spec(tf_transform_output)
     try:
-        with strategy.scope():
+        with strategy.scope(), clock.phase("build"):
             keras_model = model.build_model(hp, spec, output_bias=counts.base_logit)
         logging.info(
             "Training on %d replica(s), policy %s: %d dies (%d fails), %d steps per epoch, at most %d epochs",
@@ -241,35 +243,48 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         stopper = keras.callbacks.EarlyStopping(
             monitor="val_auc", mode="max", patience=patience, restore_best_weights=True
         )
-        history = keras_model.fit(
-            train,
-            validation_data=evaluation,
-            epochs=max_epochs,
-            steps_per_epoch=steps,
-            callbacks=[
-                stopper,
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor="val_auc", mode="max", factor=0.5, patience=max(1, patience - 1)
-                ),
-                keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-                EpochProgress(max_epochs),
-            ],
-            verbose=2,
-        )
-        served = float32_copy(keras_model, hp, spec)
-        labels, logits = validation_logits(served, evaluation)
-        calibration = training.fit_calibration(labels, logits)
-        probabilities = calibration.apply(logits)
-        # The ink threshold is chosen on validation, never on test (pipeline/pipeline.py).
-        costs = float(config.get(ESCAPE_COST_KEY, 50.0)), float(config.get(OVERKILL_COST_KEY, 1.0))
-        op = operating_point.fit(labels, probabilities, *costs)
-        op = dataclasses.replace(op, extra={"split": "validation", "ink_rate": float(np.mean(op.ink(probabilities)))})
+        with clock.phase("fit"):
+            history = keras_model.fit(
+                train,
+                validation_data=evaluation,
+                epochs=max_epochs,
+                steps_per_epoch=steps,
+                callbacks=[
+                    stopper,
+                    keras.callbacks.ReduceLROnPlateau(
+                        monitor="val_auc", mode="max", factor=0.5, patience=max(1, patience - 1)
+                    ),
+                    keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+                    EpochProgress(max_epochs),
+                ],
+                verbose=2,
+            )
+        with clock.phase("calibrate"):
+            served = float32_copy(keras_model, hp, spec)
+            labels, logits = validation_logits(served, evaluation)
+            calibration = training.fit_calibration(labels, logits)
+            probabilities = calibration.apply(logits)
+            # The ink threshold is chosen on validation, never on test (pipeline/pipeline.py).
+            costs = float(config.get(ESCAPE_COST_KEY, 50.0)), float(config.get(OVERKILL_COST_KEY, 1.0))
+            op = operating_point.fit(labels, probabilities, *costs)
+            op = dataclasses.replace(
+                op, extra={"split": "validation", "ink_rate": float(np.mean(op.ink(probabilities)))}
+            )
         logging.info(
             "Calibration %s, operating point on %d validation dies: %s",
             calibration.to_dict(),
             len(labels),
             op.to_dict(),
         )
+        with clock.phase("export"):
+            export_serving_model(
+                served,
+                tf_transform_output,
+                calibration,
+                model_dir,
+                float(config.get(GUARD_BAND_KEY, features.DEFAULT_GUARD_BAND)),
+                op,
+            )
         val_auc = history.history.get("val_auc", [])
         budget = {
             "train_examples": counts.examples,
@@ -283,17 +298,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             "validation_examples": int(len(labels)),
             "calibration": calibration.to_dict(),
             "validation_mean_prediction_over_mean_label": float(probabilities.mean() / max(labels.mean(), 1e-12)),
+            # Wall seconds of run_fn's phases (fit includes the validation pass after each epoch).
+            "seconds": {name: round(value, 2) for name, value in clock.seconds.items()},
         }
         with tf.io.gfile.GFile(os.path.join(run_dir, training.BUDGET_FILE), "w") as f:
             json.dump(budget, f, indent=2)
-        export_serving_model(
-            served,
-            tf_transform_output,
-            calibration,
-            model_dir,
-            float(config.get(GUARD_BAND_KEY, features.DEFAULT_GUARD_BAND)),
-            op,
-        )
     finally:
         training.reset_policy()
         if scratch:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import time
 
 import keras
 import numpy as np
@@ -184,6 +186,23 @@ def model_inputs_spec(tf_transform_output: tft.TFTransformOutput) -> ModelInputs
         features.transformed_name(features.ZONE): features.N_ZONES,
     }
     return ModelInputs(dense=tuple(dense), categorical={k: sizes[k] for k in categorical})
+
+
+class Stopwatch:
+    """Wall seconds per named phase of a run, in the order they ran: the Trainer records them with
+    its budget, so a slow Trainer says which of its steps was slow (the component's own time in
+    MLMD also holds its start-up and the artifacts' bookkeeping)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def reset_policy() -> None:

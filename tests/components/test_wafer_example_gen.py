@@ -423,3 +423,19 @@ def test_arrow_encoding_equals_one_example_per_die_built_in_python():
     assert len(encoded) == n
     for serialized, row in zip(encoded, frame.to_dict("records"), strict=True):
         assert tf.train.Example.FromString(serialized) == _python_example(row)
+
+
+def test_the_post_write_count_counts_every_record_across_files_and_batches(tmp_path):
+    """The count that checks the runner lost nothing reads records in batches of COUNT_BATCH: a split of
+    two files, one of them a batch and a bit, counts every record once; an empty split counts 0."""
+    split = tmp_path / "Split-train"
+    split.mkdir()
+    sizes = [3, executor.COUNT_BATCH + 2]
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    for i, size in enumerate(sizes):
+        with tf.io.TFRecordWriter(str(split / f"data_tfrecord-{i:05d}-of-00002.gz"), options) as writer:
+            for record in range(size):
+                writer.write(f"die {record}".encode())
+    assert executor.count_records(str(split)) == sum(sizes)
+    (tmp_path / "Split-test").mkdir()
+    assert executor.count_records(str(tmp_path / "Split-test")) == 0
