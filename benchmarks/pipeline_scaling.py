@@ -189,7 +189,8 @@ def format_components(rows: list[dict]) -> str:
     """Seconds and peak MiB per component (MLMD execution start to end), one column group per run;
     the plain way's steps below. MiB: whole tree / runner process / Beam worker processes."""
     names = list(dict.fromkeys(name for row in rows for name in row["component_s"]))
-    header = f"{'component':<30}" + "".join(f"{r['name'] + ' s':>12}{'MiB tree/runner/workers':>26}" for r in rows)
+    columns = (f"{' ' + r['name'] + ' s':>12}{'MiB tree/runner/workers':>26}" for r in rows)
+    header = f"{'component':<30}" + "".join(columns)
     lines = [header, "-" * len(header)]
     for name in names:
         cells = []
@@ -202,7 +203,8 @@ def format_components(rows: list[dict]) -> str:
         lines.append(f"{name:<30}" + "".join(cells))
     phases = list(dict.fromkeys(name for row in rows for name in row.get("trainer_phase_s", {})))
     for phase in phases:
-        cells = (f"{r.get('trainer_phase_s', {}).get(phase, float('nan')):>12.1f}{'':>26}" for r in rows)
+        seconds = (r.get("trainer_phase_s", {}).get(phase) for r in rows)
+        cells = (f"{'-' if s is None else f'{s:.1f}':>12}{'':>26}" for s in seconds)
         lines.append(f"{'  Trainer ' + phase:<30}" + "".join(cells))
     for step in ("read_s", "fit_s", "score_s"):
         cells = (f"{r['plain'][step]:>12.1f}{'':>26}" if r.get("plain") else f"{'-':>12}{'':>26}" for r in rows)
@@ -259,8 +261,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             windows = component_windows(output_dir)
             row["component_s"] = {name: end - start for name, (start, end) in windows.items()}
             row["component_mib"] = component_memory(windows, result["samples"])
-            # The Trainer's own phases (count, build, fit, calibrate, export), from its budget record.
-            row["trainer_phase_s"] = (result["summary"].get("training") or {}).get("seconds") or {}
+            # The Trainer's own phases (count, build, fit, calibrate, export), from its budget record;
+            # a cache hit's record is the earlier run's, so only a Trainer that ran this time has them.
+            trainer_ran = row["components"].get("Trainer") not in (None, "cached")
+            training = result["summary"].get("training") or {}
+            row["trainer_phase_s"] = training.get("seconds", {}) if trainer_ran else {}
             if not cached:
                 plain_dir = os.path.join(args.out, f"plain_{lots}lots")
                 row["plain"] = run_plain_way(data_dir, split_lots(output_dir), plain_dir)
