@@ -204,7 +204,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     max_epochs = int(config.get(EPOCHS_KEY, 30))
     patience = int(config.get(PATIENCE_KEY, 3))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    strategy = training.make_strategy(config.get(STRATEGY_KEY, "mirrored"))
+    strategy_name = config.get(STRATEGY_KEY, "mirrored")
+    strategy = training.make_strategy(strategy_name)
     # multi_worker_mirrored: every worker trains and saves, but only the chief's files are kept
     # (training.is_chief); the others write to a scratch directory deleted at the end.
     chief = training.is_chief(os.environ.get("TF_CONFIG"))
@@ -214,14 +215,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     batch_size = int(config.get(BATCH_SIZE_KEY, 256)) * strategy.num_replicas_in_sync
 
     clock = training.Stopwatch()
-    with clock.phase("count_train_split"):
-        counts = training.count_split(
-            training.input_fn(
-                fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
-            )
+    memory_mib = int(config.get(training.TRAIN_MEMORY_KEY, training.DEFAULT_TRAIN_MEMORY_MIB))
+    with clock.phase("read_train_split"):
+        # Multi-worker training streams: each worker reads its own shard of the files.
+        split = training.train_split(
+            fn_args.train_files,
+            fn_args.data_accessor,
+            tf_transform_output,
+            batch_size,
+            seed=int(config.get(SEED_KEY, 0)),
+            max_in_memory_bytes=memory_mib * 2**20 if strategy_name == "mirrored" else 0,
         )
-    steps = training.steps_per_epoch(counts.examples, batch_size)
-    train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
+    counts, steps, train = split.counts, split.steps, split.dataset
     # The validation split, each die exactly once per evaluation, held in memory after the first.
     evaluation = training.validation_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
 
@@ -288,6 +293,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         val_auc = history.history.get("val_auc", [])
         budget = {
             "train_examples": counts.examples,
+            "train_in_memory": split.in_memory,
+            "train_bytes_in_memory": split.bytes_held,
             "train_positives": counts.positives,
             "batch_size": batch_size,
             "steps_per_epoch": steps,

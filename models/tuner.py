@@ -26,12 +26,17 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     batch_size = int(config.get("batch_size", 256))
     epochs = int(config.get(EPOCHS_KEY, 2))
 
-    finite_train = training.input_fn(
-        fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, num_epochs=1, shuffle=False
+    # Read once, held in memory when it fits (models/training.train_split): every trial trains
+    # `epochs` full passes over the training split, as the Trainer counts them.
+    split = training.train_split(
+        fn_args.train_files,
+        fn_args.data_accessor,
+        tf_transform_output,
+        batch_size,
+        seed=int(config.get("seed", 7)),
+        max_in_memory_bytes=int(config.get(training.TRAIN_MEMORY_KEY, training.DEFAULT_TRAIN_MEMORY_MIB)) * 2**20,
     )
-    counts = training.count_split(finite_train)
-    # Each trial trains `epochs` full passes over the training split, as the Trainer counts them.
-    steps = training.steps_per_epoch(counts.examples, batch_size)
+    counts, steps = split.counts, split.steps
     tuner = keras_tuner.BayesianOptimization(
         hypermodel=lambda hp: model.build_model(hp, spec, output_bias=counts.base_logit),
         objective=keras_tuner.Objective("val_auc", direction="max"),
@@ -42,13 +47,12 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         project_name="waferflow_tuning",
         overwrite=True,
     )
-    train = training.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size)
     # The validation split, each die exactly once per evaluation, held in memory after the first.
     evaluation = training.validation_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size)
     return tfx.components.TunerFnResult(
         tuner=tuner,
         fit_kwargs={
-            "x": train,
+            "x": split.dataset,
             "validation_data": evaluation,
             "epochs": epochs,
             "steps_per_epoch": steps,

@@ -164,6 +164,11 @@ class RunConfig(DataConfig):
     )
     patience: int = option(3, "epochs without a better validation AUC before training stops (best weights kept)")
     batch_size: int = option(256, "training batch size per replica")
+    train_memory_mib: int = option(
+        1024,
+        "the Tuner and the Trainer hold the parsed training split in memory up to this size (each epoch then "
+        "reshuffles the whole split); larger splits, 0, and multi-worker training stream it from the files",
+    )
     enable_tuning: bool = option(
         True, "run the KerasTuner search before training (--no-enable-tuning: the Trainer uses the defaults)"
     )

@@ -220,6 +220,7 @@ def create_pipeline(
                 "max_trials": c.tuner_trials,
                 "epochs": c.tuner_epochs,
                 "batch_size": c.batch_size,
+                "train_memory_mib": c.train_memory_mib,
                 "seed": c.seed,
             },
         )
@@ -240,6 +241,7 @@ def create_pipeline(
             "epochs": c.epochs,
             "patience": c.patience,
             "batch_size": c.batch_size,
+            "train_memory_mib": c.train_memory_mib,
             "strategy": c.strategy,
             "mixed_precision": c.mixed_precision,
             "guard_band": float(c.guard_band),

@@ -68,6 +68,10 @@ for inputs, labels in strategy.experimental_distribute_dataset(dataset):
     ])
 
 history = net.fit(dataset, epochs=1, verbose=0)
+# The Trainer's training split held in memory (models/training.in_memory_dataset), two epochs of
+# one pass each, split across the two replicas.
+held = training.in_memory_dataset(x, y, {GLOBAL_BATCH}, seed=0)
+held_history = net.fit(held, epochs=2, steps_per_epoch=3, verbose=0)
 kernel = net.get_layer("dense_0").kernel
 print("RESULT" + json.dumps({{
     "num_replicas": strategy.num_replicas_in_sync,
@@ -80,6 +84,7 @@ print("RESULT" + json.dumps({{
     "kernel_copies": len(strategy.experimental_local_results(kernel.value)),
     "steps": steps,
     "fit_loss": float(history.history["loss"][-1]),
+    "held_fit_losses": [float(v) for v in held_history.history["loss"]],
 }}))
 """
 
@@ -121,3 +126,8 @@ def test_mixed_precision_computes_in_bfloat16_and_outputs_float32(child_report):
 def test_the_model_trains_under_the_two_replica_strategy(child_report):
     loss = child_report["fit_loss"]
     assert loss == loss and 0 < loss < 10  # finite, not NaN
+
+
+def test_the_training_split_held_in_memory_trains_under_the_two_replica_strategy(child_report):
+    losses = child_report["held_fit_losses"]
+    assert len(losses) == 2 and all(loss == loss and 0 < loss < 10 for loss in losses)  # finite, not NaN

@@ -141,15 +141,53 @@ def _transformed_split(directory, n: int) -> tuple[str, tft.TFTransformOutput]:
     return path, tft.TFTransformOutput(os.path.join(directory, "transform"))
 
 
+def _factory(file_pattern, options, schema):
+    return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema).TensorFlowDataset(options)
+
+
+ACCESSOR = DataAccessor(tf_dataset_factory=_factory, record_batch_factory=None, data_view_decode_fn=None)
+
+
+def _passes(dataset, steps: int, passes: int) -> list[list[float]]:
+    """The `t1_xf` values of `passes` consecutive epochs of `steps` batches each."""
+    batches = [batch["t1_xf"].numpy().reshape(-1).tolist() for batch, _ in dataset.take(steps * passes)]
+    return [sum(batches[i * steps : (i + 1) * steps], []) for i in range(passes)]
+
+
+def test_a_training_split_that_fits_is_read_once_and_each_epoch_is_one_reshuffled_pass(tmp_path):
+    """Held in memory: the count comes from the one read, every epoch of `steps` batches holds
+    every die exactly once (the last batch partial), each epoch in a new order, the same seed
+    gives the same orders, and the files are not read again (deleting them changes nothing)."""
+    path, transform_output = _transformed_split(str(tmp_path), 100)
+    split = training.train_split([path], ACCESSOR, transform_output, batch_size=32, seed=3)
+    assert split.in_memory and split.counts == training.SplitCounts(examples=100, positives=34)
+    assert split.steps == 4 and split.bytes_held == 100 * (4 + 8)  # one float32 feature, an int64 label
+    os.remove(path)
+    epochs = _passes(split.dataset, split.steps, 3)
+    assert all(sorted(epoch) == [float(i) for i in range(100)] for epoch in epochs)
+    assert epochs[0] != epochs[1] != epochs[2] and epochs[0] != [float(i) for i in range(100)]
+    again = training.in_memory_dataset({"t1_xf": np.arange(100, dtype=np.float32)}, np.zeros(100), 32, seed=3)
+    assert _passes(again, 4, 3) == epochs
+
+
+def test_a_training_split_over_the_memory_cap_streams_from_the_files_and_is_still_counted(tmp_path):
+    path, transform_output = _transformed_split(str(tmp_path), 100)
+    split = training.train_split([path], ACCESSOR, transform_output, batch_size=32, seed=3, max_in_memory_bytes=600)
+    assert not split.in_memory and split.bytes_held == 0
+    assert split.counts == training.SplitCounts(examples=100, positives=34) and split.steps == 4
+    # Streamed, the records repeat before they are batched: 4 batches of 32 cross into the next pass.
+    values = _passes(split.dataset, 4, 1)[0]
+    assert len(values) == 128 and set(values) <= {float(i) for i in range(100)}
+    os.remove(path)
+    with pytest.raises(tf.errors.OpError):
+        _passes(split.dataset, 4, 1)
+
+
 def test_validation_is_read_from_the_files_once_then_from_memory(tmp_path):
     """Every epoch's evaluation sees each validation die exactly once, in the same order, and
     only the first pass reads the files: deleting them after it leaves later passes intact
     (while an uncached pass over the same files fails)."""
-
-    def factory(file_pattern, options, schema):
-        return tfxio.TFExampleRecord(file_pattern=file_pattern, schema=schema).TensorFlowDataset(options)
-
-    accessor = DataAccessor(tf_dataset_factory=factory, record_batch_factory=None, data_view_decode_fn=None)
+    accessor = ACCESSOR
     path, transform_output = _transformed_split(str(tmp_path), 100)
 
     def one_pass(dataset) -> list[float]:
