@@ -34,6 +34,7 @@ from models.pattern_trainer import (
     TRANSFER_KEY,
 )
 from pipeline.beam_args import with_worker_setup
+from pipeline.code_version import CODE_VERSION_KEY, models_code_version
 from pipeline.config import PatternRunConfig
 from pipeline.pipeline import BASELINE_STRATEGIES, baseline_model_resolver
 
@@ -119,11 +120,14 @@ def create_pattern_pipeline(
     example_validator = tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"], schema=schema)
     # Train is analysed (nothing to analyse: the Transform is a reshape), train and validation
     # transformed; the Evaluator feeds the raw test maps through the model's own Transform graph.
+    code_version = models_code_version()
     transform = tfx.components.Transform(
         examples=examples,
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "validation"]),
+        # Edited model code is a changed setting, not a cache hit (pipeline/code_version.py).
+        custom_config={CODE_VERSION_KEY: code_version},
     )
     components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
 
@@ -140,6 +144,7 @@ def create_pattern_pipeline(
                 EPOCHS_KEY: c.tuner_epochs,
                 BATCH_SIZE_KEY: c.batch_size,
                 SEED_KEY: c.seed,
+                CODE_VERSION_KEY: code_version,
             },
         )
         hyperparameters = tuner.outputs["best_hyperparameters"]
@@ -174,6 +179,7 @@ def create_pattern_pipeline(
             AUGMENT_KEY: c.augment,
             LOSS_KEY: c.loss,
             SEED_KEY: c.seed,
+            CODE_VERSION_KEY: code_version,
         },
     )
     model_resolver = baseline_model_resolver(baseline_strategy, trainer.outputs["model"])

@@ -21,6 +21,7 @@ from components.wafer_example_gen.component import WaferExampleGen
 from components.wafer_report.component import WaferReport
 from models import features
 from pipeline.beam_args import with_worker_setup
+from pipeline.code_version import CODE_VERSION_KEY, models_code_version
 from pipeline.config import RunConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -169,8 +170,14 @@ def create_pipeline(
         training_examples = window.outputs["examples"]
         components.append(window)
 
+    # The models package's source fingerprint: edited model code is a changed setting of the
+    # Transform, the Tuner and the Trainer, which TFX would otherwise serve from its cache.
+    code_version = models_code_version()
     transform_config = TransformConfig(
-        examples=example_gen.outputs["examples"], guard_band=float(c.guard_band), limit_features=int(c.limit_features)
+        examples=example_gen.outputs["examples"],
+        guard_band=float(c.guard_band),
+        limit_features=int(c.limit_features),
+        code_version=code_version,
     )
     # Analyze train, transform what the Tuner and the Trainer read. The test split is never
     # materialised: the Evaluator and the exporters feed raw examples through the model's own
@@ -222,6 +229,7 @@ def create_pipeline(
                 "batch_size": c.batch_size,
                 "train_memory_mib": c.train_memory_mib,
                 "seed": c.seed,
+                CODE_VERSION_KEY: code_version,
             },
         )
         hyperparameters = tuner.outputs["best_hyperparameters"]
@@ -248,6 +256,7 @@ def create_pipeline(
             "seed": c.seed,
             "escape_cost": float(c.escape_cost),
             "overkill_cost": float(c.overkill_cost),
+            CODE_VERSION_KEY: code_version,
         },
     )
     model_resolver = baseline_model_resolver(baseline_strategy, trainer.outputs["model"])

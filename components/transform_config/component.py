@@ -27,17 +27,21 @@ def TransformConfig(  # noqa: N802 (TFX component names are classes)
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
     guard_band: tfx.dsl.components.Parameter[float],
     limit_features: tfx.dsl.components.Parameter[int],
+    code_version: tfx.dsl.components.Parameter[str] = "",
 ) -> _Outputs:
-    """custom_config for models.preprocessing.preprocessing_fn, naming the learned program."""
-    return {"config": config_json(examples.uri, guard_band, bool(limit_features))}
+    """custom_config for models.preprocessing.preprocessing_fn, naming the learned program.
+    `code_version` (pipeline/code_version.py) only goes into the config: a changed preprocessing
+    source is then a changed Transform setting, not a cache hit."""
+    return {"config": config_json(examples.uri, guard_band, bool(limit_features), code_version)}
 
 
-def config_json(program_dir: str, guard_band: float, limit_features: bool = True) -> str:
+def config_json(program_dir: str, guard_band: float, limit_features: bool = True, code_version: str = "") -> str:
     return json.dumps(
         {
             preprocessing.PROGRAM_DIR_KEY: program_dir,
             preprocessing.GUARD_BAND_KEY: float(guard_band),
             preprocessing.LIMIT_FEATURES_KEY: bool(limit_features),
+            "code_version": code_version,
         },
         sort_keys=True,
     )
