@@ -78,24 +78,40 @@ class RankedScores:
         # First position of each distinct score: metrics step only between distinct thresholds.
         self.starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
 
+    def _counts(self, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(weights in score order, cumulative true and false positives at each distinct score)."""
+        w = np.ones(len(self.order)) if weights is None else np.asarray(weights, np.float64)[self.order]
+        positive = w * self.labels
+        return (
+            w,
+            np.cumsum(np.add.reduceat(positive, self.starts)),
+            np.cumsum(np.add.reduceat(w - positive, self.starts)),
+        )
+
+    @staticmethod
+    def _auc(tp: np.ndarray, fp: np.ndarray) -> float:
+        tpr, fpr = np.r_[0.0, tp / tp[-1]], np.r_[0.0, fp / fp[-1]]
+        return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+    def auc(self, weights: np.ndarray | None = None) -> float | None:
+        """ROC AUC alone of the weighted sample (as `headline`'s); None with only one class."""
+        _, tp, fp = self._counts(weights)
+        return self._auc(tp, fp) if tp[-1] > 0 and fp[-1] > 0 else None
+
     def headline(self, weights: np.ndarray | None = None) -> dict[str, float] | None:
         """`headline` of the sample where die i counts weights[i] times (None: once each); None
         when the sample has only one class."""
-        w = np.ones(len(self.order)) if weights is None else np.asarray(weights, np.float64)[self.order]
-        positive = w * self.labels
-        tp = np.cumsum(np.add.reduceat(positive, self.starts))
-        fp = np.cumsum(np.add.reduceat(w - positive, self.starts))
+        w, tp, fp = self._counts(weights)
         n_pos, n_neg = tp[-1], fp[-1]
         if n_pos <= 0 or n_neg <= 0:
             return None
-        tpr, fpr = np.r_[0.0, tp / n_pos], np.r_[0.0, fp / n_neg]
         kept = tp + fp > 0  # thresholds above which no die of the sample lies add nothing
         recall_steps = np.diff(np.r_[0.0, tp / n_pos])
         out = {
-            "auc": float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)),
+            "auc": self._auc(tp, fp),
             "pr_auc": float(np.sum(recall_steps[kept] * tp[kept] / (tp[kept] + fp[kept]))),
         }
-        dies, fails = np.cumsum(w), np.cumsum(positive)
+        dies, fails = np.cumsum(w), np.cumsum(w * self.labels)
         for share in INK_SHARES:
             k = max(1, int(round(share * dies[-1])))
             i = int(np.searchsorted(dies, k))  # the die whose copies reach the budget
@@ -143,22 +159,27 @@ def paired_auc_change(frame: pd.DataFrame, candidate: str, baseline: str, n_boot
     of the two models' disagreement, not of the whole AUC. Resamples lots (fails cluster by lot);
     a split of a single lot can only resample dies, which understates lot-to-lot noise (`unit`
     says which). `se` is the 95% interval's half-width over 1.96 (a standard error that does not
-    assume the draws are normal)."""
+    assume the draws are normal).
+
+    A resample is a weighting of the dies, as in `scores_table`: the same draws as resampling the
+    rows (a lot drawn twice counts twice) and the same AUCs, from scores sorted once (at 99k test
+    dies and 33 lots: 29 s with a sort per resample and model, about 2 s this way)."""
     y = frame["ft_fail"].to_numpy()
     a, b = frame[candidate].to_numpy(), frame[baseline].to_numpy()
-    lots = frame["lot_id"].to_numpy()
-    unit = "lot" if len(np.unique(lots)) >= 2 else "die"
-    groups = [np.flatnonzero(lots == lot) for lot in np.unique(lots)] if unit == "lot" else None
+    ranked_a, ranked_b = RankedScores(y, a), RankedScores(y, b)
+    lots, lot_index = np.unique(frame["lot_id"].to_numpy(), return_inverse=True)
+    unit = "lot" if len(lots) >= 2 else "die"
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
         if unit == "lot":
-            index = np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))])
+            weights = np.bincount(rng.integers(len(lots), size=len(lots)), minlength=len(lots))[lot_index]
         else:
-            index = rng.integers(len(y), size=len(y))
-        if np.unique(y[index]).size < 2:
+            weights = np.bincount(rng.integers(len(y), size=len(y)), minlength=len(y))
+        auc_a, auc_b = ranked_a.auc(weights), ranked_b.auc(weights)
+        if auc_a is None or auc_b is None:
             continue
-        draws.append(roc_auc_score(y[index], a[index]) - roc_auc_score(y[index], b[index]))
+        draws.append(auc_a - auc_b)
     lo, hi = (float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))) if draws else (np.nan, np.nan)
     auc_a, auc_b = float(roc_auc_score(y, a)), float(roc_auc_score(y, b))
     return {

@@ -63,3 +63,39 @@ def test_unweighted_headline_is_sklearns():
 
 def test_one_class_sample_has_no_figures():
     assert evaluation.RankedScores(np.zeros(5), np.arange(5.0)).headline() is None
+
+
+def _paired_by_resampling(frame: pd.DataFrame, a: str, b: str, n_boot: int) -> list[float]:
+    """The definition of the change gate's draws: each resample the rows of the drawn lots (or, with
+    one lot, of drawn dies), concatenated, and sklearn's AUC of both columns on it."""
+    from sklearn.metrics import roc_auc_score
+
+    y, lots = frame["ft_fail"].to_numpy(), frame["lot_id"].to_numpy()
+    names = np.unique(lots)
+    groups = [np.flatnonzero(lots == name) for name in names]
+    rng = np.random.default_rng(0)
+    draws = []
+    for _ in range(n_boot):
+        if len(names) >= 2:
+            index = np.concatenate([groups[i] for i in rng.integers(len(groups), size=len(groups))])
+        else:
+            index = rng.integers(len(y), size=len(y))
+        if np.unique(y[index]).size == 2:
+            draws.append(
+                roc_auc_score(y[index], frame[a].to_numpy()[index])
+                - roc_auc_score(y[index], frame[b].to_numpy()[index])
+            )
+    return draws
+
+
+@pytest.mark.parametrize("lots", [12, 1])
+def test_the_paired_auc_change_equals_resampling_the_rows(lots):
+    """Lot resamples as weights (dies when there is one lot), ties included: the same draws and
+    the same interval as resampling the rows themselves."""
+    frame = _frame(seed=7, lots=lots, dies_per_lot=4800 // lots)
+    fast = evaluation.paired_auc_change(frame, "model", "coarse", n_boot=80)
+    draws = _paired_by_resampling(frame, "model", "coarse", n_boot=80)
+    assert fast["resampled"] == ("lot" if lots > 1 else "die")
+    assert fast["lo"] == pytest.approx(np.percentile(draws, 2.5), abs=1e-12)
+    assert fast["hi"] == pytest.approx(np.percentile(draws, 97.5), abs=1e-12)
+    assert fast["difference"] == pytest.approx(fast["candidate_auc"] - fast["baseline_auc"])
