@@ -124,7 +124,11 @@ def test_figures_per_product_equal_a_recomputation(examples, model, written):
         assert p["wafers"] == rows.sum()
         assert p["macro_f1"] == pytest.approx(pattern_metrics.macro_f1(labels, decisions))
         low, high = p["macro_f1_95"]
-        assert 0 <= low <= high <= 1 and low < high
+        assert 0 <= low <= high <= 1
+        # An interval with width, except for a product whose wafers are all classified right: every
+        # resample of those is perfect too, [1, 1]. Seen on this small set with the same seeds on one
+        # machine after it had passed on another: the trained model is not the same everywhere.
+        assert low < high or (p["macro_f1"] == pytest.approx(1.0) and low == high == 1.0)
         recall = pattern_metrics.per_class_recall(labels, decisions)
         for name, value in p["recall"].items():
             assert (value is None and np.isnan(recall[name])) or value == pytest.approx(recall[name])
