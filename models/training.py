@@ -158,8 +158,11 @@ def train_split(
     if held is None:
         dataset = input_fn(file_pattern, data_accessor, tf_transform_output, batch_size)
         return TrainSplit(dataset, counts, steps, in_memory=False, bytes_held=0)
-    features_held = {k: np.concatenate([p[0][k] for p in held]) for k in held[0][0]}
+    # Joined a feature at a time, each one's parts dropped as it is joined: the split is held about
+    # twice at the peak (arrays, then tensors), not three times.
+    features_held = {k: np.concatenate([p[0].pop(k) for p in held]) for k in list(held[0][0])}
     labels_held = np.concatenate([p[1] for p in held])
+    del held
     return TrainSplit(in_memory_dataset(features_held, labels_held, batch_size, seed), counts, steps, True, held_bytes)
 
 
