@@ -76,8 +76,12 @@ class ServingModule(tf.Module):
         calibration: training.Calibration,
         guard_band: float = features.DEFAULT_GUARD_BAND,
         op: operating_point.OperatingPoint | None = None,
+        assets_dir: str | None = None,
     ):
+        """`assets_dir`: where the asset files are written before `tf.saved_model.save` copies them
+        into the SavedModel (export_serving_model passes a directory it deletes after saving)."""
         super().__init__()
+        assets_dir = assets_dir or tempfile.mkdtemp(prefix="serving_assets")
         self.model = keras_model
         self.input_names = [t.name for t in keras_model.inputs]
         self.tft_layer = tf_transform_output.transform_features_layer()
@@ -90,14 +94,14 @@ class ServingModule(tf.Module):
         self.raw_spec = serving_raw_feature_spec(tf_transform_output, self.columns)
         self.dense_transform = dense_signature.DenseTransform(self.transform_constants)
         self.dense_columns_asset = tf.saved_model.Asset(
-            dense_signature.write_columns(self.columns, tempfile.mkdtemp(prefix="dense_columns"))
+            dense_signature.write_columns(self.columns, _subdirectory(assets_dir, "dense_columns"))
         )
         # The ink decision chosen on validation (models/operating_point.py): a second output of
         # serving_default, and `assets/operating_point.json` for every other client.
         self.threshold = tf.constant(op.threshold if op else 2.0, tf.float32)  # 2: never ink
         if op is not None:
             self.operating_point_asset = tf.saved_model.Asset(
-                operating_point.write(op, tempfile.mkdtemp(prefix="operating_point"))
+                operating_point.write(op, _subdirectory(assets_dir, "operating_point"))
             )
         self.serve_dense = tf.function(
             self._serve_dense,
@@ -147,20 +151,28 @@ def export_serving_model(
     guard_band: float = features.DEFAULT_GUARD_BAND,
     op: operating_point.OperatingPoint | None = None,
 ) -> None:
-    module = ServingModule(keras_model, tf_transform_output, calibration, guard_band, op)
-    worst = dense_signature.check_against_transform(
-        module.dense_transform, module.tft_layer, module.raw_spec, module.transform_constants
-    )
-    logging.info("serve_dense transform matches the Transform graph (max diff %.3g)", worst)
-    tf.saved_model.save(
-        module,
-        path,
-        signatures={
-            "serving_default": module.serve_examples.get_concrete_function(),
-            "transform_features": module.transform_features.get_concrete_function(),
-            dense_signature.DENSE_SIGNATURE: module.serve_dense.get_concrete_function(),
-        },
-    )
+    # The asset files only need to live until the save has copied them (they were left in /tmp).
+    with tempfile.TemporaryDirectory(prefix="serving_assets") as assets_dir:
+        module = ServingModule(keras_model, tf_transform_output, calibration, guard_band, op, assets_dir)
+        worst = dense_signature.check_against_transform(
+            module.dense_transform, module.tft_layer, module.raw_spec, module.transform_constants
+        )
+        logging.info("serve_dense transform matches the Transform graph (max diff %.3g)", worst)
+        tf.saved_model.save(
+            module,
+            path,
+            signatures={
+                "serving_default": module.serve_examples.get_concrete_function(),
+                "transform_features": module.transform_features.get_concrete_function(),
+                dense_signature.DENSE_SIGNATURE: module.serve_dense.get_concrete_function(),
+            },
+        )
+
+
+def _subdirectory(parent: str, name: str) -> str:
+    path = os.path.join(parent, name)
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def _hyperparameters(fn_args) -> keras_tuner.HyperParameters:
