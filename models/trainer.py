@@ -76,12 +76,12 @@ class ServingModule(tf.Module):
         calibration: training.Calibration,
         guard_band: float = features.DEFAULT_GUARD_BAND,
         op: operating_point.OperatingPoint | None = None,
-        assets_dir: str | None = None,
+        *,
+        assets_dir: str,
     ):
         """`assets_dir`: where the asset files are written before `tf.saved_model.save` copies them
         into the SavedModel (export_serving_model passes a directory it deletes after saving)."""
         super().__init__()
-        assets_dir = assets_dir or tempfile.mkdtemp(prefix="serving_assets")
         self.model = keras_model
         self.input_names = [t.name for t in keras_model.inputs]
         self.tft_layer = tf_transform_output.transform_features_layer()
@@ -153,7 +153,7 @@ def export_serving_model(
 ) -> None:
     # The asset files only need to live until the save has copied them (they were left in /tmp).
     with tempfile.TemporaryDirectory(prefix="serving_assets") as assets_dir:
-        module = ServingModule(keras_model, tf_transform_output, calibration, guard_band, op, assets_dir)
+        module = ServingModule(keras_model, tf_transform_output, calibration, guard_band, op, assets_dir=assets_dir)
         worst = dense_signature.check_against_transform(
             module.dense_transform, module.tft_layer, module.raw_spec, module.transform_constants
         )

@@ -15,6 +15,7 @@ from typing import TypedDict
 from tfx import v1 as tfx
 
 from models import preprocessing
+from pipeline.code_version import CODE_VERSION_KEY
 
 
 class _Outputs(TypedDict):
@@ -41,7 +42,7 @@ def config_json(program_dir: str, guard_band: float, limit_features: bool = True
             preprocessing.PROGRAM_DIR_KEY: program_dir,
             preprocessing.GUARD_BAND_KEY: float(guard_band),
             preprocessing.LIMIT_FEATURES_KEY: bool(limit_features),
-            "code_version": code_version,
+            CODE_VERSION_KEY: code_version,
         },
         sort_keys=True,
     )
